@@ -1,0 +1,79 @@
+"""The dermal model file: a TorchScript archive with its description in `dermal.json`.
+
+A dermal model is a scripted module whose forward equals running its `stages`
+one after another; each stage is a submodule named by a dotted path. The
+library splits the network at `cam_layer` (one of the stages): the stages up
+to it run without autograd, the rest with autograd for Grad-CAM.
+"""
+import json
+
+import torch
+
+FORMAT_VERSION = 1
+DESCRIPTION_FILE = "dermal.json"
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def make_description(name, labels, width, height, stages, cam_layer,
+                     resize="stretch", resize_shorter_to=None,
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=1.0 / 255.0,
+                     output="softmax"):
+    """Returns a description dict; raises ValueError naming what is wrong."""
+    if resize not in ("stretch", "center_crop"):
+        raise ValueError(f"resize must be 'stretch' or 'center_crop', not {resize!r}")
+    if output not in ("softmax", "sigmoid"):
+        raise ValueError(f"output must be 'softmax' or 'sigmoid', not {output!r}")
+    if cam_layer not in stages:
+        raise ValueError(f"cam_layer {cam_layer!r} is not one of the stages {stages}")
+    if len(set(labels)) != len(labels) or not labels:
+        raise ValueError("labels must be a non-empty list of distinct names")
+    input_spec = {"width": width, "height": height, "resize": resize,
+                  "scale": scale, "mean": list(mean), "std": list(std)}
+    if resize == "center_crop":
+        input_spec["resize_shorter_to"] = resize_shorter_to or max(width, height)
+    return {"dermal_format": FORMAT_VERSION, "name": name, "labels": list(labels),
+            "input": input_spec, "output": output,
+            "stages": list(stages), "cam_layer": cam_layer}
+
+
+def submodule(module, dotted_path):
+    for part in dotted_path.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def run_stages(module, stages, x):
+    """The forward of a dermal model, stage by stage (what the library does)."""
+    for name in stages:
+        x = submodule(module, name)(x)
+    return x
+
+
+def save(module, description, path):
+    """Scripts `module` (eval mode) and writes it with its description.
+
+    Checks that running the stages one by one equals the module's forward."""
+    module = module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    spec = description["input"]
+    x = torch.rand(1, 3, spec["height"], spec["width"])
+    with torch.no_grad():
+        whole = module(x)
+        staged = run_stages(module, description["stages"], x)
+    if whole.shape != (1, len(description["labels"])):
+        raise ValueError(f"the network outputs {tuple(whole.shape)}, "
+                         f"expected (1, {len(description['labels'])}) for the labels")
+    if not torch.allclose(whole, staged, atol=1e-5, rtol=1e-4):
+        raise ValueError("running the stages one by one does not equal forward")
+    scripted = torch.jit.script(module)
+    torch.jit.save(scripted, str(path),
+                   _extra_files={DESCRIPTION_FILE: json.dumps(description, indent=1)})
+
+
+def load_description(path):
+    files = {DESCRIPTION_FILE: ""}
+    torch.jit.load(str(path), _extra_files=files)
+    return json.loads(files[DESCRIPTION_FILE])
