@@ -1,0 +1,121 @@
+#include "image/preprocess.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace dermal {
+
+namespace {
+
+// For each output index first..first+count-1: the first contributing input
+// index and the normalised weights of the inputs from there on.
+struct Taps {
+  std::vector<int> first;
+  std::vector<std::vector<float>> weights;
+};
+
+Taps bilinear_taps(int in_size, int out_size, int first, int count) {
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filter_scale = std::max(scale, 1.0);
+  const double support = filter_scale;  // the triangle filter reaches 1 unit
+  Taps taps;
+  taps.first.resize(count);
+  taps.weights.resize(count);
+  for (int i = 0; i < count; ++i) {
+    const double center = (first + i + 0.5) * scale;
+    const int lo = std::max(static_cast<int>(center - support + 0.5), 0);
+    const int hi = std::min(static_cast<int>(center + support + 0.5), in_size);
+    std::vector<double> raw;
+    double total = 0;
+    for (int j = lo; j < hi; ++j) {
+      const double x = std::abs((j - center + 0.5) / filter_scale);
+      raw.push_back(x < 1.0 ? 1.0 - x : 0.0);
+      total += raw.back();
+    }
+    for (double r : raw) taps.weights[i].push_back(static_cast<float>(total > 0 ? r / total : 0));
+    taps.first[i] = lo;
+  }
+  return taps;
+}
+
+}  // namespace
+
+std::vector<float> resize_bilinear(const Image& image, const ResizeWindow& window) {
+  const int in_w = image.width, in_h = image.height;
+  const int out_w = window.width, out_h = window.height;
+  const Taps across = bilinear_taps(in_w, window.resized_width, window.left, out_w);
+  const Taps down = bilinear_taps(in_h, window.resized_height, window.top, out_h);
+  // Horizontal pass over the input rows the window needs, planar.
+  const int row_first = down.first.front();
+  const int row_count = down.first.back() + static_cast<int>(down.weights.back().size()) - row_first;
+  std::vector<float> rows(static_cast<std::size_t>(3) * row_count * out_w);
+  for (int r = 0; r < row_count; ++r) {
+    const std::uint8_t* line = &image.rgb[static_cast<std::size_t>(row_first + r) * in_w * 3];
+    for (int x = 0; x < out_w; ++x) {
+      float sum[3] = {0, 0, 0};
+      const std::vector<float>& w = across.weights[x];
+      const std::uint8_t* px = line + static_cast<std::size_t>(across.first[x]) * 3;
+      for (std::size_t k = 0; k < w.size(); ++k, px += 3) {
+        sum[0] += w[k] * px[0];
+        sum[1] += w[k] * px[1];
+        sum[2] += w[k] * px[2];
+      }
+      for (int c = 0; c < 3; ++c) rows[(static_cast<std::size_t>(c) * row_count + r) * out_w + x] = sum[c];
+    }
+  }
+  // Vertical pass.
+  std::vector<float> out(static_cast<std::size_t>(3) * out_h * out_w, 0.0f);
+  for (int c = 0; c < 3; ++c) {
+    const float* plane = &rows[static_cast<std::size_t>(c) * row_count * out_w];
+    for (int y = 0; y < out_h; ++y) {
+      const std::vector<float>& w = down.weights[y];
+      float* target = &out[(static_cast<std::size_t>(c) * out_h + y) * out_w];
+      for (std::size_t k = 0; k < w.size(); ++k) {
+        const float* source = plane + static_cast<std::size_t>(down.first[y] - row_first + k) * out_w;
+        for (int x = 0; x < out_w; ++x) target[x] += w[k] * source[x];
+      }
+    }
+  }
+  return out;
+}
+
+ResizeWindow input_window(const Image& image, const ModelDescription& description) {
+  ResizeWindow window;
+  window.width = window.resized_width = description.input_width;
+  window.height = window.resized_height = description.input_height;
+  if (description.resize == ResizePolicy::center_crop) {
+    // As torchvision: Resize(shorter) truncates the longer side, CenterCrop rounds half to even.
+    const std::int64_t shorter = description.resize_shorter_to;
+    const std::int64_t longer = shorter * std::max(image.width, image.height) / std::min(image.width, image.height);
+    if (longer > (1 << 24))
+      throw Error(ErrorCode::invalid_image,
+                  fmt::format("a {}x{} picture is too elongated to crop a square from", image.width, image.height));
+    window.resized_width = static_cast<int>(image.width <= image.height ? shorter : longer);
+    window.resized_height = static_cast<int>(image.width <= image.height ? longer : shorter);
+    window.left = static_cast<int>(std::nearbyint((window.resized_width - window.width) / 2.0));
+    window.top = static_cast<int>(std::nearbyint((window.resized_height - window.height) / 2.0));
+  }
+  return window;
+}
+
+std::vector<float> preprocess(const Image& image, const ModelDescription& description) {
+  if (image.width <= 0 || image.height <= 0 ||
+      image.rgb.size() != static_cast<std::size_t>(image.width) * image.height * 3)
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("an RGB image of {}x{} needs {} bytes, got {}", image.width, image.height,
+                            static_cast<std::size_t>(std::max(image.width, 0)) * std::max(image.height, 0) * 3,
+                            image.rgb.size()));
+  const ResizeWindow window = input_window(image, description);
+  std::vector<float> input = resize_bilinear(image, window);
+  const std::size_t plane = static_cast<std::size_t>(window.width) * window.height;
+  for (int c = 0; c < 3; ++c) {
+    const float gain = description.scale / description.std[c];
+    const float offset = description.mean[c] / description.std[c];
+    for (std::size_t i = 0; i < plane; ++i) input[c * plane + i] = input[c * plane + i] * gain - offset;
+  }
+  return input;
+}
+
+}  // namespace dermal

@@ -1,0 +1,17 @@
+/* Thin wrappers over the library's private copy of stb_image. */
+#pragma once
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Reads only the header: 1 and the declared size, or 0. */
+int stbd_info(const unsigned char* data, int size, int* width, int* height, int* channels);
+/* Decodes to 8-bit RGB (gray, alpha, palette and 16-bit converted); NULL on failure. */
+unsigned char* stbd_load_rgb(const unsigned char* data, int size, int* width, int* height);
+/* Why the last call on this thread failed. */
+const char* stbd_failure_reason(void);
+void stbd_free(void* pixels);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,25 @@
+/* The one translation unit that compiles stb_image, limited to the formats
+   dermal accepts. Internal to the library (static functions, wrapped in
+   stb_decode.h). */
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_STATIC
+#define STBI_NO_STDIO
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
+#include <stb_image.h>
+
+#include "image/stb_decode.h"
+
+int stbd_info(const unsigned char* data, int size, int* width, int* height, int* channels) {
+  return stbi_info_from_memory(data, size, width, height, channels);
+}
+
+unsigned char* stbd_load_rgb(const unsigned char* data, int size, int* width, int* height) {
+  int channels = 0;
+  return stbi_load_from_memory(data, size, width, height, &channels, 3);
+}
+
+const char* stbd_failure_reason(void) { return stbi_failure_reason(); }
+
+void stbd_free(void* pixels) { stbi_image_free(pixels); }

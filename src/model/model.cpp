@@ -1,0 +1,356 @@
+// Where the model runs: loading a dermal model file, splitting it at the CAM
+// layer, prediction, and the single backward pass that Grad-CAM needs.
+#include <fmt/format.h>
+#include <malloc.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <mutex>
+#include <new>
+#include <numeric>
+
+#include "dermal/dermal.hpp"
+#include "heatmap/cam.hpp"
+#include "heatmap/render.hpp"
+#include "image/preprocess.hpp"
+
+namespace dermal {
+
+namespace {
+
+constexpr const char* kDescriptionFile = "dermal.json";
+
+// The first line of a LibTorch message (the rest is a C++ stack trace).
+std::string first_line(const char* message) {
+  std::string text(message);
+  return text.substr(0, text.find('\n'));
+}
+
+// Runs f, turning LibTorch and allocation failures into dermal::Error.
+template <typename F>
+auto translate_failures(const char* doing, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::out_of_memory, fmt::format("out of memory while {}", doing));
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::internal, fmt::format("LibTorch failed while {}: {}", doing, first_line(e.what())));
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::internal, fmt::format("failed while {}: {}", doing, e.what()));
+  }
+}
+
+// The network, split at the CAM layer. Stages up to and including the CAM
+// layer are frozen and optimised for inference (no autograd through them);
+// the stages after it are frozen only, so a gradient can flow back to the
+// CAM layer's output. Each stage holds the only copy of its weights.
+struct Network {
+  ModelDescription description;
+  std::vector<torch::jit::Module> before;  // ends with the CAM layer
+  std::vector<torch::jit::Module> after;
+  std::string cam_layer;
+  std::uint64_t weight_bytes = 0;
+};
+
+torch::Tensor run_stages(std::vector<torch::jit::Module>& stages, torch::Tensor x) {
+  for (torch::jit::Module& stage : stages) x = stage.forward({x}).toTensor();
+  return x;
+}
+
+torch::jit::Module submodule(const torch::jit::Module& root, const std::string& dotted_path) {
+  torch::jit::Module module = root;
+  std::size_t start = 0;
+  while (start <= dotted_path.size()) {
+    const std::size_t dot = std::min(dotted_path.find('.', start), dotted_path.size());
+    const std::string name = dotted_path.substr(start, dot - start);
+    if (!module.hasattr(name) || !module.attr(name).isModule())
+      throw Error(ErrorCode::invalid_model,
+                  fmt::format("stage \"{}\" named in dermal.json is not a submodule of the network", dotted_path));
+    module = module.attr(name).toModule();
+    start = dot + 1;
+  }
+  if (!module.find_method("forward"))
+    throw Error(ErrorCode::invalid_model, fmt::format("stage \"{}\" has no forward method", dotted_path));
+  return module;
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
+void check_readable_zip(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) throw Error(ErrorCode::io, fmt::format("cannot open model file \"{}\"", path));
+  char magic[4] = {};
+  file.read(magic, 4);
+  if (file.gcount() != 4 || std::string(magic, 4) != std::string("PK\x03\x04", 4))
+    throw Error(ErrorCode::invalid_model,
+                fmt::format("\"{}\" is not a TorchScript model archive (not a zip file)", path));
+}
+
+std::shared_ptr<Network> load_network(const std::string& path, const LoadOptions& options) {
+  check_readable_zip(path);
+  auto network = std::make_shared<Network>();
+  torch::jit::ExtraFilesMap extra{{kDescriptionFile, ""}};
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, torch::kCPU, extra);
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::invalid_model,
+                fmt::format("\"{}\" is not a loadable TorchScript model: {}", path, first_line(e.what())));
+  }
+  if (extra[kDescriptionFile].empty())
+    throw Error(ErrorCode::invalid_model,
+                fmt::format("\"{}\" has no {} description; export it with tools/export_model.py", path,
+                            kDescriptionFile));
+  network->description = parse_description(extra[kDescriptionFile]);
+  const ModelDescription& d = network->description;
+
+  network->cam_layer = options.cam_layer.empty() ? d.cam_layer : options.cam_layer;
+  const auto split = std::find(d.stages.begin(), d.stages.end(), network->cam_layer);
+  if (split == d.stages.end())
+    throw Error(ErrorCode::unknown_layer, fmt::format("CAM layer \"{}\" is not one of the model's stages: {}",
+                                                      network->cam_layer, joined(d.stages)));
+  if (split + 1 == d.stages.end())
+    throw Error(ErrorCode::unknown_layer,
+                fmt::format("CAM layer \"{}\" is the last stage: its output has no spatial map", network->cam_layer));
+
+  module.eval();
+  for (const auto& parameter : module.parameters()) {
+    parameter.set_requires_grad(false);
+    network->weight_bytes += parameter.numel() * parameter.element_size();
+  }
+  for (const auto& buffer : module.buffers()) network->weight_bytes += buffer.numel() * buffer.element_size();
+
+  // Without Grad-CAM every stage is optimised; with it, those after the CAM layer stay differentiable.
+  const std::size_t optimised_count = options.gradcam ? static_cast<std::size_t>(split - d.stages.begin()) + 1
+                                                      : d.stages.size();
+  for (std::size_t i = 0; i < d.stages.size(); ++i) {
+    torch::jit::Module frozen = torch::jit::freeze(submodule(module, d.stages[i]));
+    if (i < optimised_count) network->before.push_back(torch::jit::optimize_for_inference(frozen));
+    else network->after.push_back(frozen);
+  }
+  module = torch::jit::Module();  // the stages now hold the only copy of the weights
+
+  // One forward of a blank image checks the description against the network.
+  c10::InferenceMode inference;
+  torch::Tensor x = torch::zeros({1, 3, d.input_height, d.input_width});
+  torch::Tensor activation, logits;
+  try {
+    activation = run_stages(network->before, x);
+    logits = run_stages(network->after, activation);
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::invalid_model, fmt::format("the network rejects a 1x3x{}x{} input, as its description sets: {}",
+                                                      d.input_height, d.input_width, first_line(e.what())));
+  }
+  if (options.gradcam && (activation.dim() != 4 || activation.size(2) < 1 || activation.size(3) < 1))
+    throw Error(ErrorCode::unknown_layer, fmt::format("CAM layer \"{}\" outputs shape {}, not a spatial NxCxHxW map",
+                                                      network->cam_layer, fmt::join(activation.sizes(), "x")));
+  if (logits.dim() != 2 || logits.size(0) != 1 || logits.size(1) != static_cast<std::int64_t>(d.labels.size()))
+    throw Error(ErrorCode::invalid_model,
+                fmt::format("the network outputs shape {} but the description lists {} labels",
+                            fmt::join(logits.sizes(), "x"), d.labels.size()));
+  return network;
+}
+
+torch::Tensor to_probabilities(const torch::Tensor& logits, OutputActivation activation) {
+  return activation == OutputActivation::softmax ? torch::softmax(logits, 1) : torch::sigmoid(logits);
+}
+
+void check_options(const PredictOptions& options) {
+  if (options.top_k < 1) throw Error(ErrorCode::invalid_argument, fmt::format("top_k must be at least 1, not {}", options.top_k));
+  if (options.cam_top_k < 1)
+    throw Error(ErrorCode::invalid_argument, fmt::format("cam_top_k must be at least 1, not {}", options.cam_top_k));
+  if (!(options.overlay_alpha >= 0.0f && options.overlay_alpha <= 1.0f))
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("overlay_alpha must be within 0..1, not {}", options.overlay_alpha));
+  if (options.jpeg_quality < 1 || options.jpeg_quality > 100)
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("jpeg_quality must be within 1..100, not {}", options.jpeg_quality));
+}
+
+// The heatmap at the photo's size: the raw map stretched over the part of the
+// photo the model saw (all of it, or the centred crop), zero elsewhere.
+Heatmap heatmap_on_photo(const Heatmap& raw, const Image& photo, const ModelDescription& description) {
+  const ResizeWindow window = input_window(photo, description);
+  const double to_photo_x = static_cast<double>(photo.width) / window.resized_width;
+  const double to_photo_y = static_cast<double>(photo.height) / window.resized_height;
+  const int left = static_cast<int>(std::lround(window.left * to_photo_x));
+  const int top = static_cast<int>(std::lround(window.top * to_photo_y));
+  const int width = std::clamp(static_cast<int>(std::lround(window.width * to_photo_x)), 1, photo.width - left);
+  const int height = std::clamp(static_cast<int>(std::lround(window.height * to_photo_y)), 1, photo.height - top);
+  const Heatmap inside = resize_heatmap(raw, width, height);
+  if (width == photo.width && height == photo.height) return inside;
+  Heatmap full;
+  full.width = photo.width;
+  full.height = photo.height;
+  full.values.assign(static_cast<std::size_t>(photo.width) * photo.height, 0.0f);
+  for (int y = 0; y < height; ++y)
+    std::copy_n(&inside.values[static_cast<std::size_t>(y) * width], width,
+                &full.values[static_cast<std::size_t>(top + y) * photo.width + left]);
+  return full;
+}
+
+// Label indices, most probable first.
+std::vector<int> ranked(const std::vector<float>& probabilities) {
+  std::vector<int> order(probabilities.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return probabilities[a] > probabilities[b]; });
+  return order;
+}
+
+std::vector<int> classes_to_explain(const PredictOptions& options, const std::vector<int>& ranking,
+                                    const ModelDescription& description) {
+  if (options.cam_class) {
+    const auto& labels = description.labels;
+    const auto it = std::find(labels.begin(), labels.end(), *options.cam_class);
+    if (it == labels.end())
+      throw Error(ErrorCode::unknown_class,
+                  fmt::format("class \"{}\" is not one of the model's labels: {}", *options.cam_class, joined(labels)));
+    return {static_cast<int>(it - labels.begin())};
+  }
+  return {ranking.begin(), ranking.begin() + std::min<std::size_t>(options.cam_top_k, ranking.size())};
+}
+
+}  // namespace
+
+struct Model::Impl {
+  std::string path;
+  LoadOptions options;
+  mutable std::mutex mutex;         // guards network; held while loading
+  std::shared_ptr<Network> network; // in-flight predictions keep their own reference
+
+  std::shared_ptr<Network> acquire() {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!network) {
+      torch::set_num_threads(options.threads);
+      network = translate_failures("loading the model", [&] { return load_network(path, options); });
+      malloc_trim(0);  // hand back what loading and optimising left on the heap
+    }
+    return network;
+  }
+};
+
+Model::Model(std::string path, LoadOptions options) : impl_(std::make_unique<Impl>()) {
+  if (options.threads < 1)
+    throw Error(ErrorCode::invalid_argument, fmt::format("threads must be at least 1, not {}", options.threads));
+  impl_->path = std::move(path);
+  impl_->options = std::move(options);
+  if (impl_->options.preload) impl_->acquire();
+}
+
+Model::~Model() = default;
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+
+void Model::load() { impl_->acquire(); }
+
+void Model::unload() {
+  std::shared_ptr<Network> released;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    released.swap(impl_->network);
+  }
+  released.reset();  // frees the weights unless a prediction still runs on them
+  malloc_trim(0);
+}
+
+bool Model::loaded() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->network != nullptr;
+}
+
+const ModelDescription& Model::description() { return impl_->acquire()->description; }
+
+std::string Model::cam_layer() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  if (impl_->network) return impl_->network->cam_layer;
+  return impl_->options.cam_layer;
+}
+
+std::uint64_t Model::weight_bytes() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->network ? impl_->network->weight_bytes : 0;
+}
+
+const std::string& Model::path() const { return impl_->path; }
+
+Prediction Model::predict(const std::uint8_t* data, std::size_t size, const PredictOptions& options) {
+  check_options(options);
+  const Image photo = decode_image(data, size, impl_->options.decode);
+  return predict(photo, options);
+}
+
+Prediction Model::predict(const Image& photo, const PredictOptions& options) {
+  check_options(options);
+  const bool want_cam = options.gradcam.value_or(impl_->options.gradcam);
+  if (want_cam && !impl_->options.gradcam)
+    throw Error(ErrorCode::gradcam_disabled, "Grad-CAM was switched off when this model was loaded");
+  std::shared_ptr<Network> network = impl_->acquire();
+  const ModelDescription& d = network->description;
+  std::vector<float> input = preprocess(photo, d);
+
+  Prediction prediction = translate_failures("predicting", [&] {
+    Prediction result;
+    torch::Tensor x = torch::from_blob(input.data(), {1, 3, d.input_height, d.input_width});
+    torch::Tensor activation, logits;
+    if (want_cam) {
+      {
+        torch::NoGradGuard no_grad;  // not InferenceMode: the activation must be able to require grad
+        activation = run_stages(network->before, x);
+      }
+      activation.requires_grad_(true);
+      logits = run_stages(network->after, activation);
+    } else {
+      c10::InferenceMode inference;
+      logits = run_stages(network->after, run_stages(network->before, x));
+    }
+    const torch::Tensor probabilities = to_probabilities(logits.detach(), d.output).contiguous();
+    const float* p = probabilities.data_ptr<float>();
+    result.probabilities.assign(p, p + d.labels.size());
+    for (float value : result.probabilities)
+      if (!std::isfinite(value))
+        throw Error(ErrorCode::invalid_model, "the network's output is not finite (NaN or Inf) for this image");
+    const std::vector<int> order = ranked(result.probabilities);
+    for (int i = 0; i < options.top_k && i < static_cast<int>(order.size()); ++i)
+      result.top.push_back({order[i], d.labels[order[i]], result.probabilities[order[i]]});
+
+    if (want_cam) {
+      const std::vector<int> classes = classes_to_explain(options, order, d);
+      for (std::size_t i = 0; i < classes.size(); ++i) {
+        torch::Tensor gradient;
+        if (options.cam != CamMethod::eigencam) {
+          const bool more_to_come = i + 1 < classes.size();
+          gradient = torch::autograd::grad({logits[0][classes[i]]}, {activation}, {}, more_to_come)[0];
+        }
+        if (gradient.defined()) gradient = gradient[0];
+        const NormalizedMap normalized = normalize_map(cam_map(options.cam, activation.detach()[0], gradient));
+        Explanation explanation;
+        explanation.class_index = classes[i];
+        explanation.label = d.labels[classes[i]];
+        explanation.method = options.cam;
+        explanation.raw = normalized.map;
+        explanation.flat = normalized.flat;
+        explanation.full = heatmap_on_photo(explanation.raw, photo, d);
+        if (options.render_overlay)
+          explanation.overlay = encode_image(render_overlay(photo, explanation.full, options.colormap, options.overlay_alpha),
+                                             options.overlay_format, options.jpeg_quality);
+        result.cams.push_back(std::move(explanation));
+      }
+    }
+    // Drop the graph, activation and gradients before returning.
+    logits.reset();
+    activation.reset();
+    return result;
+  });
+  input = std::vector<float>();
+  malloc_trim(0);
+  return prediction;
+}
+
+}  // namespace dermal
