@@ -1,0 +1,252 @@
+#include "heatmap/render.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <new>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "heatmap/stb_write.h"
+
+namespace {
+
+// What stb_image_write has produced so far; out_of_memory once an append failed.
+struct EncodedBytes {
+  std::vector<std::uint8_t> bytes;
+  bool out_of_memory = false;
+};
+
+}  // namespace
+
+extern "C" {
+// stb_image_write's sink: appends to the EncodedBytes behind context; never throws.
+static void append_encoded(void* context, void* data, int size) {
+  auto& out = *static_cast<EncodedBytes*>(context);
+  if (out.out_of_memory) return;
+  try {
+    const auto* first = static_cast<const std::uint8_t*>(data);
+    out.bytes.insert(out.bytes.end(), first, first + size);
+  } catch (const std::bad_alloc&) {
+    out.out_of_memory = true;
+  }
+}
+}
+
+namespace dermal {
+namespace {
+
+// matplotlib's viridis sampled at v = k / 32, sRGB in [0, 1]; linear
+// interpolation between these stays within 2/255 of the 256-entry original.
+constexpr int kViridisSegments = 32;
+constexpr float kViridis[kViridisSegments + 1][3] = {
+    {0.2670f, 0.0049f, 0.3294f}, {0.2770f, 0.0502f, 0.3755f}, {0.2823f, 0.0946f, 0.4170f},
+    {0.2829f, 0.1354f, 0.4530f}, {0.2789f, 0.1749f, 0.4830f}, {0.2708f, 0.2133f, 0.5066f},
+    {0.2593f, 0.2507f, 0.5244f}, {0.2454f, 0.2867f, 0.5370f}, {0.2302f, 0.3213f, 0.5455f},
+    {0.2148f, 0.3545f, 0.5510f}, {0.2000f, 0.3864f, 0.5545f}, {0.1861f, 0.4173f, 0.5567f},
+    {0.1733f, 0.4474f, 0.5579f}, {0.1613f, 0.4770f, 0.5581f}, {0.1497f, 0.5064f, 0.5573f},
+    {0.1384f, 0.5358f, 0.5551f}, {0.1281f, 0.5651f, 0.5509f}, {0.1209f, 0.5945f, 0.5442f},
+    {0.1203f, 0.6238f, 0.5343f}, {0.1310f, 0.6529f, 0.5208f}, {0.1554f, 0.6815f, 0.5032f},
+    {0.1930f, 0.7096f, 0.4812f}, {0.2415f, 0.7366f, 0.4545f}, {0.2986f, 0.7624f, 0.4230f},
+    {0.3629f, 0.7867f, 0.3866f}, {0.4330f, 0.8091f, 0.3453f}, {0.5081f, 0.8292f, 0.2992f},
+    {0.5873f, 0.8470f, 0.2489f}, {0.6694f, 0.8622f, 0.1954f}, {0.7529f, 0.8751f, 0.1427f},
+    {0.8359f, 0.8861f, 0.1025f}, {0.9166f, 0.8961f, 0.1008f}, {0.9932f, 0.9062f, 0.1439f},
+};
+
+// JPEG stores each side in 16 bits.
+constexpr int kMaxJpegSide = 65535;
+// stb_image_write holds the filtered PNG rows and their deflate output in
+// int-sized buffers; this leaves room for deflate's worst-case growth.
+constexpr std::uint64_t kMaxPngFilteredBytes = INT_MAX / 2;
+
+// A channel in [0, 1] (clamped) as the nearest byte.
+std::uint8_t to_byte(float unit) {
+  return static_cast<std::uint8_t>(std::clamp(unit, 0.0f, 1.0f) * 255.0f + 0.5f);
+}
+
+// MATLAB's jet: dark blue, blue, cyan, yellow, red, dark red; v in [0, 1].
+std::array<std::uint8_t, 3> jet_rgb(float v) {
+  const auto channel = [v](float peak) { return 1.5f - std::fabs(4.0f * v - peak); };
+  return {to_byte(channel(3.0f)), to_byte(channel(2.0f)), to_byte(channel(1.0f))};
+}
+
+// v in [0, 1].
+std::array<std::uint8_t, 3> viridis_rgb(float v) {
+  const float position = v * kViridisSegments;
+  const int k = std::min(static_cast<int>(position), kViridisSegments - 1);
+  const float t = position - static_cast<float>(k);
+  std::array<std::uint8_t, 3> rgb{};
+  for (int c = 0; c < 3; ++c) {
+    rgb[c] = to_byte(kViridis[k][c] + t * (kViridis[k + 1][c] - kViridis[k][c]));
+  }
+  return rgb;
+}
+
+std::string size_text(int width, int height) {
+  return std::to_string(width) + "x" + std::to_string(height);
+}
+
+std::string number_text(float value) {
+  std::ostringstream text;
+  text << value;
+  return text.str();
+}
+
+// Throws Error(invalid_argument) unless the image has pixels and exactly
+// width * height * 3 bytes.
+void check_image(const Image& image, const std::string& what) {
+  if (image.width <= 0 || image.height <= 0) {
+    throw Error(ErrorCode::invalid_argument,
+                what + " is empty (" + size_text(image.width, image.height) + ")");
+  }
+  const std::size_t expected = static_cast<std::size_t>(image.width) * image.height * 3;
+  if (image.rgb.size() != expected) {
+    throw Error(ErrorCode::invalid_argument,
+                what + " is " + size_text(image.width, image.height) + " but has " +
+                    std::to_string(image.rgb.size()) + " bytes of RGB, not " + std::to_string(expected));
+  }
+}
+
+// Throws Error(invalid_argument) unless the map has cells and exactly
+// width * height values.
+void check_heatmap(const Heatmap& map) {
+  if (map.width <= 0 || map.height <= 0) {
+    throw Error(ErrorCode::invalid_argument,
+                "heatmap is empty (" + size_text(map.width, map.height) + ")");
+  }
+  const std::size_t expected = static_cast<std::size_t>(map.width) * map.height;
+  if (map.values.size() != expected) {
+    throw Error(ErrorCode::invalid_argument,
+                "heatmap is " + size_text(map.width, map.height) + " but has " +
+                    std::to_string(map.values.size()) + " values, not " + std::to_string(expected));
+  }
+}
+
+// One output position of a bilinear resize along an axis:
+// (1 - weight) * in[first] + weight * in[second].
+struct Taps {
+  int first;
+  int second;
+  float weight;
+};
+
+// PyTorch's align_corners=False sampling: half-pixel centres, sources left of
+// the first centre clamped to it, the last input repeated past its centre.
+std::vector<Taps> bilinear_taps(int in_size, int out_size) {
+  const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
+  std::vector<Taps> taps(static_cast<std::size_t>(out_size));
+  for (int i = 0; i < out_size; ++i) {
+    const float source = std::max(scale * (static_cast<float>(i) + 0.5f) - 0.5f, 0.0f);
+    const int first = std::min(static_cast<int>(source), in_size - 1);
+    taps[i] = {first, std::min(first + 1, in_size - 1), source - static_cast<float>(first)};
+  }
+  return taps;
+}
+
+}  // namespace
+
+std::array<std::uint8_t, 3> colormap_rgb(Colormap colormap, float v) {
+  const float clamped = std::isnan(v) ? 0.0f : std::clamp(v, 0.0f, 1.0f);
+  switch (colormap) {
+    case Colormap::jet: return jet_rgb(clamped);
+    case Colormap::viridis: return viridis_rgb(clamped);
+  }
+  throw Error(ErrorCode::invalid_argument,
+              "unknown colormap value " + std::to_string(static_cast<int>(colormap)));
+}
+
+Colormap parse_colormap(const std::string& name) {
+  if (name == "jet") return Colormap::jet;
+  if (name == "viridis") return Colormap::viridis;
+  throw Error(ErrorCode::invalid_argument, "unknown colormap \"" + name + "\"; expected jet or viridis");
+}
+
+Heatmap resize_heatmap(const Heatmap& map, int width, int height) {
+  check_heatmap(map);
+  if (width <= 0 || height <= 0) {
+    throw Error(ErrorCode::invalid_argument,
+                "cannot resize a heatmap to " + size_text(width, height));
+  }
+  const std::vector<Taps> columns = bilinear_taps(map.width, width);
+  const std::vector<Taps> rows = bilinear_taps(map.height, height);
+  Heatmap out{width, height, std::vector<float>(static_cast<std::size_t>(width) * height)};
+  for (int y = 0; y < height; ++y) {
+    const Taps& row = rows[y];
+    const float* top = map.values.data() + static_cast<std::size_t>(row.first) * map.width;
+    const float* bottom = map.values.data() + static_cast<std::size_t>(row.second) * map.width;
+    float* out_row = out.values.data() + static_cast<std::size_t>(y) * width;
+    for (int x = 0; x < width; ++x) {
+      const Taps& column = columns[x];
+      const float upper = (1.0f - column.weight) * top[column.first] + column.weight * top[column.second];
+      const float lower =
+          (1.0f - column.weight) * bottom[column.first] + column.weight * bottom[column.second];
+      out_row[x] = (1.0f - row.weight) * upper + row.weight * lower;
+    }
+  }
+  return out;
+}
+
+Image render_overlay(const Image& photo, const Heatmap& heatmap, Colormap colormap, float alpha) {
+  check_image(photo, "photo");
+  check_heatmap(heatmap);
+  if (heatmap.width != photo.width || heatmap.height != photo.height) {
+    throw Error(ErrorCode::invalid_argument,
+                "heatmap is " + size_text(heatmap.width, heatmap.height) + " but the photo is " +
+                    size_text(photo.width, photo.height));
+  }
+  if (!(alpha >= 0.0f && alpha <= 1.0f)) {
+    throw Error(ErrorCode::invalid_argument, "overlay alpha must be in [0, 1], not " + number_text(alpha));
+  }
+  Image out{photo.width, photo.height, std::vector<std::uint8_t>(photo.rgb.size())};
+  for (std::size_t i = 0; i < heatmap.values.size(); ++i) {
+    const std::array<std::uint8_t, 3> colour = colormap_rgb(colormap, heatmap.values[i]);
+    for (std::size_t c = 0; c < 3; ++c) {
+      const float pixel = photo.rgb[3 * i + c];
+      // Between pixel and colour, so the rounded result stays a byte.
+      out.rgb[3 * i + c] = static_cast<std::uint8_t>(pixel + alpha * (colour[c] - pixel) + 0.5f);
+    }
+  }
+  return out;
+}
+
+std::vector<std::uint8_t> encode_image(const Image& image, ImageFormat format, int jpeg_quality) {
+  check_image(image, "image");
+  EncodedBytes out;
+  int encoded = 0;
+  switch (format) {
+    case ImageFormat::jpeg:
+      if (jpeg_quality < 1 || jpeg_quality > 100) {
+        throw Error(ErrorCode::invalid_argument,
+                    "JPEG quality must be in 1..100, not " + std::to_string(jpeg_quality));
+      }
+      if (image.width > kMaxJpegSide || image.height > kMaxJpegSide) {
+        throw Error(ErrorCode::image_too_large,
+                    "a " + size_text(image.width, image.height) +
+                        " image does not fit in JPEG (at most 65535 pixels a side)");
+      }
+      encoded = stbw_write_jpeg(append_encoded, &out, image.width, image.height, image.rgb.data(),
+                                jpeg_quality);
+      break;
+    case ImageFormat::png:
+      if ((static_cast<std::uint64_t>(image.width) * 3 + 1) * image.height > kMaxPngFilteredBytes) {
+        throw Error(ErrorCode::image_too_large,
+                    "a " + size_text(image.width, image.height) + " image is too large to encode as PNG");
+      }
+      encoded = stbw_write_png(append_encoded, &out, image.width, image.height, image.rgb.data());
+      break;
+    default:
+      throw Error(ErrorCode::invalid_argument,
+                  "unknown image format value " + std::to_string(static_cast<int>(format)));
+  }
+  if (out.out_of_memory) {
+    throw Error(ErrorCode::out_of_memory, "no memory for the encoded " + size_text(image.width, image.height) + " image");
+  }
+  if (!encoded) {
+    throw Error(ErrorCode::internal,
+                "stb_image_write failed to encode a " + size_text(image.width, image.height) + " image");
+  }
+  return std::move(out.bytes);
+}
+
+}  // namespace dermal
