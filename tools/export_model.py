@@ -129,8 +129,9 @@ def _strip_prefix(state, prefix):
 
 
 def read_checkpoint(path):
-    """The state_dict in `path`: plain, or under 'state_dict'/'model_state_dict',
-    or of a pickled module; a DataParallel 'module.' prefix is removed."""
+    """The state_dict in `path`: plain, under 'state_dict', 'model_state_dict'
+    or 'model' (torchvision's reference training scripts), or of a pickled
+    module; a DataParallel 'module.' prefix is removed."""
     try:
         obj = torch.load(path, map_location="cpu")
     except Exception as e:  # any unreadable file is a refusal, not a crash
@@ -138,13 +139,13 @@ def read_checkpoint(path):
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict"):
+        for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
         raise Refusal(f"checkpoint {path} holds no state_dict (a dict of tensors, "
-                      "possibly under 'state_dict' or 'model_state_dict')")
+                      "possibly under 'state_dict', 'model_state_dict' or 'model')")
     return _strip_prefix(obj, "module.")
 
 
@@ -182,6 +183,10 @@ def load_checkpoint(net, arch, classes, path):
         net.load_state_dict(state, strict=True)
         return
     lines = [f"checkpoint {path} does not fit {arch} with {classes} classes:"]
+    if missing or unexpected:
+        other = _matching_architecture(state)
+        if other and other != arch:
+            lines.append(f"  its keys are those of --arch {other}")
     if shapes:
         lines.append("  wrong shapes: " + "; ".join(shapes[:4])
                      + (f"; ... ({len(shapes)} in all)" if len(shapes) > 4 else ""))
@@ -189,10 +194,6 @@ def load_checkpoint(net, arch, classes, path):
         lines.append("  missing keys: " + _examples(missing))
     if unexpected:
         lines.append("  unexpected keys: " + _examples(unexpected))
-    if missing or unexpected:
-        other = _matching_architecture(state)
-        if other and other != arch:
-            lines.append(f"  its keys are those of --arch {other}")
     raise Refusal("\n".join(lines))
 
 
@@ -308,6 +309,8 @@ def export(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    # this build of torch defaults to one thread; calibration is 3× faster on two
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     try:
         print(export(args))
     except Refusal as e:

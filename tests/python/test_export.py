@@ -1,0 +1,165 @@
+"""tools/export_model.py: exported files reload, describe themselves, and their
+stages compose to forward; checkpoints load exactly or are refused cleanly."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+import torchvision
+
+TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools")
+sys.path.insert(0, TOOLS)
+import dermal_model  # noqa: E402
+
+EXPORT = os.path.join(TOOLS, "export_model.py")
+LABELS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+SIZE = 64
+
+
+def run_export(*args):
+    return subprocess.run([sys.executable, EXPORT, "--labels", ",".join(LABELS),
+                           "--size", str(SIZE), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def export_ok(*args):
+    result = run_export(*args)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def assert_refused(result, *phrases):
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr
+
+
+# arch → (extra CLI arguments, expected stages, expected cam layer)
+CASES = {
+    "efficientnet_v2_s": ([], [f"features.{i}" for i in range(8)] + ["head"], "features.7"),
+    "resnet50": (["--cam-layer", "layer3", "--resize", "center_crop"],
+                 ["stem", "layer1", "layer2", "layer3", "layer4", "head"], "layer3"),
+    "mobilenet_v3_large": (["--cam-layer", "features.12"],
+                           [f"features.{i}" for i in range(17)] + ["head"], "features.12"),
+    "densenet121": ([], ["features." + n for n in (
+        "conv0", "norm0", "relu0", "pool0", "denseblock1", "transition1", "denseblock2",
+        "transition2", "denseblock3", "transition3", "denseblock4", "norm5")] + ["head"],
+        "features.norm5"),
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """arch → path of a file exported with --seed 0 (cached for the module)."""
+    out = tmp_path_factory.mktemp("exported")
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            path = out / f"{arch}.pt"
+            result = export_ok("--arch", arch, "--seed", "0", "--out", str(path),
+                               *CASES[arch][0])
+            assert "parameters" in result.stdout and "MB" in result.stdout
+            cache[arch] = path
+        return cache[arch]
+    return get
+
+
+@pytest.mark.parametrize("arch", sorted(CASES))
+def test_export_reloads_with_description_and_stage_chain(exported, arch):
+    path = exported(arch)
+    _, stages, cam_layer = CASES[arch]
+    description = dermal_model.load_description(path)
+    assert description["dermal_format"] == dermal_model.FORMAT_VERSION
+    assert description["name"] == arch
+    assert description["labels"] == LABELS
+    assert description["stages"] == stages
+    assert description["cam_layer"] == cam_layer
+    spec = description["input"]
+    assert (spec["width"], spec["height"]) == (SIZE, SIZE)
+    assert spec["mean"] == dermal_model.IMAGENET_MEAN
+    assert spec["std"] == dermal_model.IMAGENET_STD
+    assert spec["resize"] == ("center_crop" if arch == "resnet50" else "stretch")
+
+    module = torch.jit.load(str(path))
+    x = torch.rand(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        whole = module(x)
+        staged = dermal_model.run_stages(module, stages, x)
+    assert whole.shape == (2, len(LABELS))
+    torch.testing.assert_close(staged, whole, rtol=1e-4, atol=1e-5)
+
+
+def test_seeded_efficientnet_is_calibrated(exported):
+    """Without BatchNorm recalibration the CAM layer's output has std ~1e-6."""
+    path = exported("efficientnet_v2_s")
+    module = torch.jit.load(str(path))
+    stages = dermal_model.load_description(path)["stages"]
+    mean = torch.tensor(dermal_model.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(dermal_model.IMAGENET_STD).view(1, 3, 1, 1)
+    x = (torch.rand(2, 3, 8, 8).repeat_interleave(SIZE // 8, 2)
+         .repeat_interleave(SIZE // 8, 3) - mean) / std
+    with torch.no_grad():
+        activation = dermal_model.run_stages(module, stages[:-1], x)
+    assert activation.std() > 1e-2
+
+
+def user_model(arch, classes, seed):
+    """A torchvision model as a user fine-tunes it, with non-trivial BatchNorm statistics."""
+    torch.manual_seed(seed)
+    net = getattr(torchvision.models, arch)(weights=None)
+    if arch == "resnet50":
+        net.fc = nn.Linear(net.fc.in_features, classes)
+    elif arch == "densenet121":
+        net.classifier = nn.Linear(net.classifier.in_features, classes)
+    else:
+        net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, classes)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def test_checkpoint_round_trip(tmp_path):
+    net = user_model("mobilenet_v3_large", len(LABELS), seed=123)
+    checkpoint = tmp_path / "trained.pth"
+    # as saved from a DataParallel model inside a training checkpoint dict
+    torch.save({"epoch": 3, "model_state_dict":
+                {"module." + k: v for k, v in net.state_dict().items()}}, checkpoint)
+    out = tmp_path / "model.pt"
+    export_ok("--arch", "mobilenet_v3_large", "--checkpoint", str(checkpoint),
+              "--out", str(out))
+
+    module = torch.jit.load(str(out))
+    x = torch.rand(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = net(x)
+        assert expected.std() > 1e-3
+        torch.testing.assert_close(module(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_with_1000_class_head_is_refused(tmp_path):
+    checkpoint = tmp_path / "imagenet.pth"
+    torch.save(user_model("resnet50", 1000, seed=0).state_dict(), checkpoint)
+    result = run_export("--arch", "resnet50", "--checkpoint", str(checkpoint),
+                        "--out", str(tmp_path / "model.pt"))
+    assert_refused(result, "fc.weight", "(1000, 2048)", "(7, 2048)")
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    checkpoint = tmp_path / "mobilenet.pth"
+    torch.save(user_model("mobilenet_v3_large", len(LABELS), seed=0).state_dict(), checkpoint)
+    result = run_export("--arch", "efficientnet_v2_s", "--checkpoint", str(checkpoint),
+                        "--out", str(tmp_path / "model.pt"))
+    assert_refused(result, "missing keys", "unexpected keys", "--arch mobilenet_v3_large")
+
+
+def test_unknown_cam_layer_is_refused(tmp_path):
+    result = run_export("--arch", "mobilenet_v3_large", "--seed", "0",
+                        "--cam-layer", "features.99", "--out", str(tmp_path / "model.pt"))
+    assert_refused(result, "features.99", "features.16", "head")
