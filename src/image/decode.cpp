@@ -45,9 +45,12 @@ Format sniff_format(const std::uint8_t* data, std::size_t size) {
   throw Error(ErrorCode::invalid_image, "not an image: the data starts with no JPEG, PNG or BMP signature");
 }
 
-struct Span {
-  const std::uint8_t* data = nullptr;
-  std::size_t size = 0;
+// What the container says before any pixel is decoded.
+struct Header {
+  std::int64_t width = 0;
+  std::int64_t height = 0;
+  const std::uint8_t* exif = nullptr;  // TIFF-structured EXIF block, if any
+  std::size_t exif_size = 0;
 };
 
 std::uint32_t big_endian_16(const std::uint8_t* p) { return p[0] << 8 | p[1]; }
@@ -62,10 +65,10 @@ Error truncated(Format format, const std::string& where) {
   return Error(ErrorCode::invalid_image, fmt::format("truncated {} data: it ends {}", format_name(format), where));
 }
 
-// Walks the JPEG marker segments from SOI to EOI; returns the EXIF block (if any).
-// Refuses truncated data and the JPEG flavours stb_image does not decode.
-Span check_jpeg(const std::uint8_t* data, std::size_t size) {
-  Span exif;
+// Walks the JPEG marker segments from SOI to EOI, reading the frame size and
+// EXIF block. Refuses truncated data and the JPEG flavours stb_image does not decode.
+Header read_jpeg(const std::uint8_t* data, std::size_t size) {
+  Header header;
   std::size_t pos = 2;
   while (true) {
     while (pos < size && data[pos] == 0xFF && pos + 1 < size && data[pos + 1] == 0xFF) ++pos;  // fill bytes
@@ -74,7 +77,7 @@ Span check_jpeg(const std::uint8_t* data, std::size_t size) {
       throw Error(ErrorCode::invalid_image, fmt::format("corrupt JPEG data: no marker at byte {}", pos));
     const std::uint8_t marker = data[pos + 1];
     pos += 2;
-    if (marker == 0xD9) return exif;                                   // EOI
+    if (marker == 0xD9) return header;                                 // EOI
     if ((marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) continue;  // no length
     if (pos + 2 > size) throw truncated(Format::jpeg, "inside a segment header");
     const std::size_t length = big_endian_16(data + pos);
@@ -87,11 +90,16 @@ Span check_jpeg(const std::uint8_t* data, std::size_t size) {
       if (marker >= 0xC9) throw Error(ErrorCode::unsupported_image, "arithmetic-coded JPEG is not supported");
       if (marker == 0xC3 || marker >= 0xC5)
         throw Error(ErrorCode::unsupported_image, "lossless or hierarchical JPEG is not supported");
-      if (body_size >= 6 && body[5] == 4)
+      if (body_size < 6) throw Error(ErrorCode::invalid_image, "corrupt JPEG data: a frame header is too short");
+      if (body[5] == 4)
         throw Error(ErrorCode::unsupported_image, "CMYK/YCCK JPEG is not supported; convert the photo to RGB");
+      header.height = big_endian_16(body + 1);
+      header.width = big_endian_16(body + 3);
     }
-    if (marker == 0xE1 && exif.data == nullptr && body_size > 6 && std::memcmp(body, "Exif\0\0", 6) == 0)
-      exif = {body + 6, body_size - 6};
+    if (marker == 0xE1 && header.exif == nullptr && body_size > 6 && std::memcmp(body, "Exif\0\0", 6) == 0) {
+      header.exif = body + 6;
+      header.exif_size = body_size - 6;
+    }
     pos += length;
     if (marker == 0xDA) {  // entropy-coded data runs to the next marker that is not a stuffed byte or restart
       while (pos + 1 < size && !(data[pos] == 0xFF && data[pos + 1] != 0x00 &&
@@ -102,9 +110,13 @@ Span check_jpeg(const std::uint8_t* data, std::size_t size) {
   }
 }
 
-// Walks the PNG chunks to IEND; returns the eXIf block (if any).
-Span check_png(const std::uint8_t* data, std::size_t size) {
-  Span exif;
+// Walks the PNG chunks to IEND, reading IHDR's size and the eXIf block.
+Header read_png(const std::uint8_t* data, std::size_t size) {
+  Header header;
+  if (size < 33 || std::memcmp(data + 12, "IHDR", 4) != 0)
+    throw Error(ErrorCode::invalid_image, "corrupt PNG data: it does not start with an IHDR chunk");
+  header.width = big_endian_32(data + 16);
+  header.height = big_endian_32(data + 20);
   std::size_t pos = 8;
   while (true) {
     if (pos + 8 > size) throw truncated(Format::png, "before the IEND chunk");
@@ -112,27 +124,39 @@ Span check_png(const std::uint8_t* data, std::size_t size) {
     const std::uint8_t* type = data + pos + 4;
     if (length > size || pos + 12 + length > size)
       throw truncated(Format::png, fmt::format("inside the '{}' chunk", std::string(reinterpret_cast<const char*>(type), 4)));
-    if (std::memcmp(type, "IEND", 4) == 0) return exif;
-    if (std::memcmp(type, "eXIf", 4) == 0) exif = {data + pos + 8, length};
+    if (std::memcmp(type, "IEND", 4) == 0) return header;
+    if (std::memcmp(type, "eXIf", 4) == 0) {
+      header.exif = data + pos + 8;
+      header.exif_size = length;
+    }
     pos += 12 + length;
   }
 }
 
-// Checks that an uncompressed BMP holds all the rows its header declares.
-void check_bmp(const std::uint8_t* data, std::size_t size) {
-  if (size < 34) throw truncated(Format::bmp, "inside the header");
+// Reads a BMP's size; checks that an uncompressed BMP holds all the rows it declares.
+Header read_bmp(const std::uint8_t* data, std::size_t size) {
+  Header header;
+  if (size < 26) throw truncated(Format::bmp, "inside the header");
   const std::uint32_t pixel_offset = little_endian_32(data + 10);
   const std::uint32_t header_size = little_endian_32(data + 14);
-  if (header_size < 40) return;  // old OS/2 headers: left to the decoder
+  if (header_size < 40) {  // OS/2 1.x header: 16-bit sizes; the rest is left to the decoder
+    header.width = data[18] | data[19] << 8;
+    header.height = data[20] | data[21] << 8;
+    return header;
+  }
+  if (size < 34) throw truncated(Format::bmp, "inside the header");
   const std::int64_t width = static_cast<std::int32_t>(little_endian_32(data + 18));
   const std::int64_t height = static_cast<std::int32_t>(little_endian_32(data + 22));
+  header.width = width;
+  header.height = height < 0 ? -height : height;
   const std::uint32_t bits = data[28] | data[29] << 8;
   const std::uint32_t compression = little_endian_32(data + 30);
-  if (compression != 0 && compression != 3) return;
-  if (width <= 0 || height == 0 || bits == 0) return;  // refused by the decoder with its own reason
+  if (compression != 0 && compression != 3) return header;
+  if (width <= 0 || height == 0 || bits == 0) return header;  // refused below with its own reason
   const std::uint64_t row_bytes = ((static_cast<std::uint64_t>(bits) * width + 31) / 32) * 4;
-  const std::uint64_t rows = static_cast<std::uint64_t>(height < 0 ? -height : height);
-  if (pixel_offset > size || row_bytes * rows > size - pixel_offset) throw truncated(Format::bmp, "before the last pixel row");
+  if (pixel_offset > size || row_bytes > (size - pixel_offset) / static_cast<std::uint64_t>(header.height))
+    throw truncated(Format::bmp, "before the last pixel row");
+  return header;
 }
 
 }  // namespace
@@ -143,23 +167,21 @@ Image decode_image(const std::uint8_t* data, std::size_t size, const DecodeOptio
   if (size > static_cast<std::size_t>(INT_MAX))
     throw Error(ErrorCode::image_too_large, fmt::format("image data of {} bytes is over the 2 GiB limit", size));
   const Format format = sniff_format(data, size);
-  Span exif;
+  Header header;
   switch (format) {
-    case Format::jpeg: exif = check_jpeg(data, size); break;
-    case Format::png: exif = check_png(data, size); break;
-    case Format::bmp: check_bmp(data, size); break;
+    case Format::jpeg: header = read_jpeg(data, size); break;
+    case Format::png: header = read_png(data, size); break;
+    case Format::bmp: header = read_bmp(data, size); break;
   }
-  int width = 0, height = 0, channels = 0;
-  if (!stbd_info(data, static_cast<int>(size), &width, &height, &channels))
+  if (header.width <= 0 || header.height <= 0)
     throw Error(ErrorCode::invalid_image,
-                fmt::format("corrupt {} header: {}", format_name(format), stbd_failure_reason()));
-  if (width <= 0 || height <= 0)
-    throw Error(ErrorCode::invalid_image, fmt::format("{} declares an empty {}x{} picture", format_name(format), width, height));
-  const std::uint64_t pixels = static_cast<std::uint64_t>(width) * static_cast<std::uint64_t>(height);
+                fmt::format("{} declares an empty {}x{} picture", format_name(format), header.width, header.height));
+  const std::uint64_t pixels = static_cast<std::uint64_t>(header.width) * static_cast<std::uint64_t>(header.height);
   if (pixels > options.max_pixels)
     throw Error(ErrorCode::image_too_large,
-                fmt::format("{} declares {}x{} = {} pixels, over the limit of {}", format_name(format), width, height,
-                            pixels, options.max_pixels));
+                fmt::format("{} declares {}x{} = {} pixels, over the limit of {}", format_name(format), header.width,
+                            header.height, pixels, options.max_pixels));
+  int width = 0, height = 0;
   std::unique_ptr<unsigned char, void (*)(void*)> pixels_rgb(
       stbd_load_rgb(data, static_cast<int>(size), &width, &height), stbd_free);
   if (!pixels_rgb)
@@ -168,9 +190,9 @@ Image decode_image(const std::uint8_t* data, std::size_t size, const DecodeOptio
   Image stored;
   stored.width = width;
   stored.height = height;
-  stored.rgb.assign(pixels_rgb.get(), pixels_rgb.get() + pixels * 3);
+  stored.rgb.assign(pixels_rgb.get(), pixels_rgb.get() + static_cast<std::size_t>(width) * height * 3);
   pixels_rgb.reset();
-  return apply_orientation(std::move(stored), exif_orientation(exif.data, exif.size));
+  return apply_orientation(std::move(stored), exif_orientation(header.exif, header.exif_size));
 }
 
 }  // namespace dermal

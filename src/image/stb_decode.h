@@ -4,8 +4,6 @@
 extern "C" {
 #endif
 
-/* Reads only the header: 1 and the declared size, or 0. */
-int stbd_info(const unsigned char* data, int size, int* width, int* height, int* channels);
 /* Decodes to 8-bit RGB (gray, alpha, palette and 16-bit converted); NULL on failure. */
 unsigned char* stbd_load_rgb(const unsigned char* data, int size, int* width, int* height);
 /* Why the last call on this thread failed. */

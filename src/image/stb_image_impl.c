@@ -11,10 +11,6 @@
 
 #include "image/stb_decode.h"
 
-int stbd_info(const unsigned char* data, int size, int* width, int* height, int* channels) {
-  return stbi_info_from_memory(data, size, width, height, channels);
-}
-
 unsigned char* stbd_load_rgb(const unsigned char* data, int size, int* width, int* height) {
   int channels = 0;
   return stbi_load_from_memory(data, size, width, height, &channels, 3);

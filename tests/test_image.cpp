@@ -1,0 +1,182 @@
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <sstream>
+
+#include "dermal/dermal.hpp"
+#include "image/preprocess.hpp"
+
+using dermal::ErrorCode;
+
+namespace {
+
+const std::string kFixtures = DERMAL_FIXTURES;
+
+std::vector<std::uint8_t> read_bytes(const std::string& name) {
+  std::ifstream file(kFixtures + "/images/" + name, std::ios::binary);
+  REQUIRE(file);
+  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+}
+
+dermal::Image decode_fixture(const std::string& name) {
+  const std::vector<std::uint8_t> bytes = read_bytes(name);
+  return dermal::decode_image(bytes.data(), bytes.size());
+}
+
+// A fixture text file: one header line, then the numbers.
+struct FloatFixture {
+  std::string header;
+  std::vector<float> values;
+};
+
+FloatFixture read_floats(const std::string& name) {
+  std::ifstream file(kFixtures + "/" + name);
+  REQUIRE(file);
+  FloatFixture fixture;
+  std::getline(file, fixture.header);
+  float value;
+  while (file >> value) fixture.values.push_back(value);
+  return fixture;
+}
+
+ErrorCode decode_error(const std::vector<std::uint8_t>& bytes, std::string* message = nullptr,
+                       dermal::DecodeOptions options = {}) {
+  try {
+    dermal::decode_image(bytes.data(), bytes.size(), options);
+  } catch (const dermal::Error& e) {
+    if (message) *message = e.what();
+    return e.code();
+  }
+  return ErrorCode::ok;
+}
+
+dermal::ModelDescription description_for(const std::string& header) {
+  std::istringstream words(header);
+  std::string policy;
+  dermal::ModelDescription d;
+  words >> d.input_width >> d.input_height >> policy;
+  d.resize = policy == "stretch" ? dermal::ResizePolicy::stretch : dermal::ResizePolicy::center_crop;
+  if (d.resize == dermal::ResizePolicy::center_crop) words >> d.resize_shorter_to;
+  const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+  for (int c = 0; c < 3; ++c) {
+    d.mean[c] = mean[c];
+    d.std[c] = std[c];
+  }
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("EXIF orientations 1 to 8 come out upright", "[image][exif]") {
+  const dermal::Image upright = decode_fixture("upright.png");
+  REQUIRE(upright.width == 6);
+  REQUIRE(upright.height == 4);
+  for (int k = 1; k <= 8; ++k) {
+    INFO("orientation " << k);
+    const dermal::Image shown = decode_fixture("orientation_" + std::to_string(k) + ".png");
+    CHECK(shown.width == upright.width);
+    CHECK(shown.height == upright.height);
+    CHECK(shown.rgb == upright.rgb);
+  }
+}
+
+TEST_CASE("a phone JPEG with orientation 6 matches what PIL shows", "[image][exif]") {
+  const dermal::Image shown = decode_fixture("orientation_6.jpg");
+  const dermal::Image expected = decode_fixture("orientation_6_shown.png");
+  REQUIRE(shown.width == 64);
+  REQUIRE(shown.height == 48);
+  REQUIRE(shown.rgb.size() == expected.rgb.size());
+  // Two JPEG decoders (libjpeg in PIL, stb_image here) differ in upsampling
+  // and IDCT rounding by a few levels; a wrong rotation would differ by ~100.
+  double total = 0;
+  for (std::size_t i = 0; i < shown.rgb.size(); ++i) total += std::abs(int(shown.rgb[i]) - int(expected.rgb[i]));
+  CHECK(total / shown.rgb.size() < 4.0);
+}
+
+TEST_CASE("grey, alpha, palette, 16-bit and BMP pixels become RGB as PIL converts them", "[image]") {
+  for (const std::string name : {"gray_png", "gray_alpha_png", "rgba_png", "palette_png", "rgb_bmp", "gray16_png"}) {
+    INFO(name);
+    const std::string source = name.substr(0, name.rfind('_')) + "." + name.substr(name.rfind('_') + 1);
+    const dermal::Image decoded = decode_fixture(source);
+    const dermal::Image expected = decode_fixture("expected_" + name + ".png");
+    CHECK(decoded.width == expected.width);
+    CHECK(decoded.height == expected.height);
+    CHECK(decoded.rgb == expected.rgb);
+  }
+  CHECK(decode_fixture("progressive.jpg").width == 9);
+  CHECK(decode_fixture("rgb.jpg").height == 7);
+}
+
+TEST_CASE("resize and normalisation equal torchvision's on the same photo", "[image][preprocess]") {
+  const dermal::Image photo = decode_fixture("photo_37x23.png");
+  for (const std::string name : {"shrink", "enlarge", "crop", "crop_odd"}) {
+    INFO(name);
+    const FloatFixture expected = read_floats("preprocess_" + name + ".txt");
+    const std::vector<float> input = dermal::preprocess(photo, description_for(expected.header));
+    REQUIRE(input.size() == expected.values.size());
+    float worst = 0;
+    for (std::size_t i = 0; i < input.size(); ++i) worst = std::max(worst, std::abs(input[i] - expected.values[i]));
+    // Both compute in float32 with the same filter; 1e-4 leaves room for summation order only.
+    CHECK(worst < 1e-4f);
+  }
+}
+
+TEST_CASE("resize is within one grey level of PIL's 8-bit BILINEAR", "[image][preprocess]") {
+  const dermal::Image photo = decode_fixture("photo_37x23.png");
+  const FloatFixture pil = read_floats("resize_pil_16x12.txt");
+  dermal::ResizeWindow window;
+  window.width = window.resized_width = 16;
+  window.height = window.resized_height = 12;
+  const std::vector<float> resized = dermal::resize_bilinear(photo, window);
+  REQUIRE(resized.size() == pil.values.size());
+  // PIL rounds to 8 bits after each of its two passes: at most 0.5 + 0.5 levels.
+  for (std::size_t i = 0; i < resized.size(); ++i) REQUIRE(std::abs(resized[i] - pil.values[i]) <= 1.0f + 1e-3f);
+}
+
+TEST_CASE("bad image data gets its own clear error", "[image][errors]") {
+  std::string message;
+  CHECK(decode_error({}, &message) == ErrorCode::invalid_image);
+  CHECK_THAT(message, Catch::Contains("empty"));
+
+  std::mt19937 random(7);
+  std::vector<std::uint8_t> noise(4096);
+  for (auto& byte : noise) byte = static_cast<std::uint8_t>(random());
+  CHECK(decode_error(noise, &message) == ErrorCode::invalid_image);
+  CHECK_THAT(message, Catch::Contains("not an image"));
+
+  const std::string text = "hello, this is not a photo";
+  CHECK(decode_error({text.begin(), text.end()}) == ErrorCode::invalid_image);
+  const std::string gif = "GIF89a\x01\x00\x01\x00";
+  CHECK(decode_error({gif.begin(), gif.end()}, &message) == ErrorCode::unsupported_image);
+  CHECK_THAT(message, Catch::Contains("GIF"));
+
+  CHECK(decode_error(read_bytes("huge_declared.png"), &message) == ErrorCode::image_too_large);
+  CHECK_THAT(message, Catch::Contains("100000x100000"));
+  dermal::DecodeOptions small;
+  small.max_pixels = 62;  // the photo has 9 x 7 = 63
+  CHECK(decode_error(read_bytes("rgb.jpg"), &message, small) == ErrorCode::image_too_large);
+}
+
+TEST_CASE("truncated JPEG, PNG and BMP are refused at every cut", "[image][errors]") {
+  for (const std::string name : {"rgb.jpg", "progressive.jpg", "orientation_6.jpg", "rgba.png", "gray16.png", "rgb.bmp"}) {
+    const std::vector<std::uint8_t> whole = read_bytes(name);
+    for (std::size_t cut : {std::size_t(1), std::size_t(3), std::size_t(10), whole.size() / 4, whole.size() / 2,
+                            whole.size() - 20, whole.size() - 2, whole.size() - 1}) {
+      INFO(name << " cut at " << cut << " of " << whole.size());
+      const std::vector<std::uint8_t> part(whole.begin(), whole.begin() + cut);
+      std::string message;
+      const ErrorCode code = decode_error(part, &message);
+      CHECK(code == ErrorCode::invalid_image);
+      if (cut > 10) CHECK_THAT(message, Catch::Contains("truncated"));
+    }
+  }
+}
+
+TEST_CASE("a NULL pointer with a size is an argument error", "[image][errors]") {
+  CHECK_THROWS_MATCHES(dermal::decode_image(nullptr, 10), dermal::Error,
+                       Catch::Predicate<dermal::Error>([](const dermal::Error& e) {
+                         return e.code() == ErrorCode::invalid_argument;
+                       }));
+}
