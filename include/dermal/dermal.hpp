@@ -178,6 +178,9 @@ class Model {
   // Frees the network and its weights; a later predict() loads again.
   void unload();
   bool loaded() const;
+  // How many times the network has been read from the file (lazy loading
+  // under concurrent first calls reads it once).
+  int load_count() const;
 
   // The description; loads the model if it is not loaded.
   const ModelDescription& description();

@@ -23,10 +23,14 @@ namespace {
 
 constexpr const char* kDescriptionFile = "dermal.json";
 
-// The first line of a LibTorch message (the rest is a C++ stack trace).
-std::string first_line(const char* message) {
-  std::string text(message);
-  return text.substr(0, text.find('\n'));
+// The informative line of a LibTorch message: a TorchScript error's final
+// "RuntimeError: ..." line, else the first line (the rest is a stack trace).
+std::string torch_message(const std::exception& error) {
+  const std::string text = error.what();
+  const std::string marker = "RuntimeError: ";
+  const std::size_t at = text.rfind(marker);
+  const std::size_t start = at == std::string::npos ? 0 : at + marker.size();
+  return text.substr(start, text.find('\n', start) - start);
 }
 
 // Runs f, turning LibTorch and allocation failures into dermal::Error.
@@ -38,10 +42,8 @@ auto translate_failures(const char* doing, F&& f) -> decltype(f()) {
     throw;
   } catch (const std::bad_alloc&) {
     throw Error(ErrorCode::out_of_memory, fmt::format("out of memory while {}", doing));
-  } catch (const c10::Error& e) {
-    throw Error(ErrorCode::internal, fmt::format("LibTorch failed while {}: {}", doing, first_line(e.what())));
   } catch (const std::exception& e) {
-    throw Error(ErrorCode::internal, fmt::format("failed while {}: {}", doing, e.what()));
+    throw Error(ErrorCode::internal, fmt::format("LibTorch failed while {}: {}", doing, torch_message(e)));
   }
 }
 
@@ -100,9 +102,9 @@ std::shared_ptr<Network> load_network(const std::string& path, const LoadOptions
   torch::jit::Module module;
   try {
     module = torch::jit::load(path, torch::kCPU, extra);
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
     throw Error(ErrorCode::invalid_model,
-                fmt::format("\"{}\" is not a loadable TorchScript model: {}", path, first_line(e.what())));
+                fmt::format("\"{}\" is not a loadable TorchScript model: {}", path, torch_message(e)));
   }
   if (extra[kDescriptionFile].empty())
     throw Error(ErrorCode::invalid_model,
@@ -144,9 +146,9 @@ std::shared_ptr<Network> load_network(const std::string& path, const LoadOptions
   try {
     activation = run_stages(network->before, x);
     logits = run_stages(network->after, activation);
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
     throw Error(ErrorCode::invalid_model, fmt::format("the network rejects a 1x3x{}x{} input, as its description sets: {}",
-                                                      d.input_height, d.input_width, first_line(e.what())));
+                                                      d.input_height, d.input_width, torch_message(e)));
   }
   if (options.gradcam && (activation.dim() != 4 || activation.size(2) < 1 || activation.size(3) < 1))
     throw Error(ErrorCode::unknown_layer, fmt::format("CAM layer \"{}\" outputs shape {}, not a spatial NxCxHxW map",
@@ -224,12 +226,14 @@ struct Model::Impl {
   LoadOptions options;
   mutable std::mutex mutex;         // guards network; held while loading
   std::shared_ptr<Network> network; // in-flight predictions keep their own reference
+  int load_count = 0;
 
   std::shared_ptr<Network> acquire() {
     std::lock_guard<std::mutex> lock(mutex);
     if (!network) {
       torch::set_num_threads(options.threads);
       network = translate_failures("loading the model", [&] { return load_network(path, options); });
+      ++load_count;
       malloc_trim(0);  // hand back what loading and optimising left on the heap
     }
     return network;
@@ -263,6 +267,11 @@ void Model::unload() {
 bool Model::loaded() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   return impl_->network != nullptr;
+}
+
+int Model::load_count() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->load_count;
 }
 
 const ModelDescription& Model::description() { return impl_->acquire()->description; }

@@ -1,0 +1,241 @@
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <dirent.h>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <thread>
+
+#include "dermal/dermal.hpp"
+
+using dermal::ErrorCode;
+
+namespace {
+
+const std::string kModels = DERMAL_MODEL_FIXTURES;
+
+std::vector<std::uint8_t> read_bytes(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  REQUIRE(file);
+  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+}
+
+// The tiny model's expected outputs, computed by Python torch (tools/make_model_fixtures.py).
+struct Expected {
+  std::vector<float> probabilities;
+  int top = 0;
+  int cam_width = 0;
+  int cam_height = 0;
+  std::vector<float> cam;
+};
+
+Expected read_expected() {
+  std::ifstream file(kModels + "/tiny_expected.txt");
+  REQUIRE(file);
+  Expected expected;
+  std::string line;
+  std::getline(file, line);
+  std::istringstream probabilities(line);
+  for (float p; probabilities >> p;) expected.probabilities.push_back(p);
+  file >> expected.top >> expected.cam_width >> expected.cam_height;
+  for (float v; file >> v;) expected.cam.push_back(v);
+  return expected;
+}
+
+ErrorCode load_error(const std::string& path, std::string* message, dermal::LoadOptions options = {}) {
+  try {
+    dermal::Model model(path, options);
+  } catch (const dermal::Error& e) {
+    *message = e.what();
+    return e.code();
+  }
+  return ErrorCode::ok;
+}
+
+dermal::PredictOptions with_gradcam() {
+  dermal::PredictOptions options;
+  options.gradcam = true;
+  options.render_overlay = false;
+  return options;
+}
+
+}  // namespace
+
+TEST_CASE("probabilities equal Python torch's for the same input tensor", "[model]") {
+  const Expected expected = read_expected();
+  dermal::Model model(kModels + "/tiny.pt");
+  const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
+  dermal::PredictOptions options;
+  options.top_k = 10;
+  const dermal::Prediction prediction = model.predict(photo.data(), photo.size(), options);
+  REQUIRE(prediction.probabilities.size() == expected.probabilities.size());
+  for (std::size_t i = 0; i < expected.probabilities.size(); ++i)
+    CHECK(prediction.probabilities[i] == Approx(expected.probabilities[i]).margin(1e-4));
+  REQUIRE(prediction.top.size() == 5);  // top_k is capped at the label count
+  CHECK(prediction.top[0].index == expected.top);
+  for (std::size_t i = 1; i < prediction.top.size(); ++i)
+    CHECK(prediction.top[i - 1].probability >= prediction.top[i].probability);
+  CHECK(model.description().labels[expected.top] == prediction.top[0].label);
+  CHECK(prediction.cams.size() == 1);  // Grad-CAM is on unless the call or the load options say otherwise
+}
+
+TEST_CASE("Grad-CAM of a pool-then-linear head equals ReLU(sum_k w_ck A^k)", "[model][gradcam]") {
+  const Expected expected = read_expected();
+  dermal::Model model(kModels + "/tiny.pt");
+  const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
+  const dermal::Prediction prediction = model.predict(photo.data(), photo.size(), with_gradcam());
+  REQUIRE(prediction.cams.size() == 1);
+  const dermal::Explanation& cam = prediction.cams[0];
+  CHECK(cam.class_index == expected.top);
+  CHECK_FALSE(cam.flat);
+  REQUIRE(cam.raw.width == expected.cam_width);
+  REQUIRE(cam.raw.height == expected.cam_height);
+  for (std::size_t i = 0; i < expected.cam.size(); ++i) CHECK(cam.raw.values[i] == Approx(expected.cam[i]).margin(1e-4));
+  CHECK(cam.full.width == 40);
+  CHECK(cam.full.height == 32);
+}
+
+TEST_CASE("the CAM layer sets the map's resolution; unknown layers are refused", "[model][gradcam]") {
+  const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
+  dermal::LoadOptions options;
+  options.cam_layer = "features.0";  // before the stride-2 stage: full 40x32
+  dermal::Model early(kModels + "/tiny.pt", options);
+  const dermal::Prediction prediction = early.predict(photo.data(), photo.size(), with_gradcam());
+  CHECK(prediction.cams.at(0).raw.width == 40);
+  CHECK(prediction.cams.at(0).raw.height == 32);
+  CHECK(early.cam_layer() == "features.0");
+
+  std::string message;
+  options.cam_layer = "features.9";
+  CHECK(load_error(kModels + "/tiny.pt", &message, options) == ErrorCode::unknown_layer);
+  CHECK_THAT(message, Catch::Contains("features.9") && Catch::Contains("features.0, features.1"));
+  options.cam_layer = "head";
+  CHECK(load_error(kModels + "/tiny.pt", &message, options) == ErrorCode::unknown_layer);
+  CHECK_THAT(message, Catch::Contains("no spatial map"));
+}
+
+TEST_CASE("each bad model file gets its own clear error", "[model][errors]") {
+  struct Case {
+    const char* file;
+    ErrorCode code;
+    const char* words;
+  };
+  const Case cases[] = {
+      {"missing.pt", ErrorCode::io, "cannot open model file"},
+      {"not_a_model.pt", ErrorCode::invalid_model, "not a zip file"},
+      {"truncated.pt", ErrorCode::invalid_model, "not a loadable TorchScript model"},
+      {"bad_json.pt", ErrorCode::invalid_model, "not a loadable TorchScript model"},
+      {"no_description.pt", ErrorCode::invalid_model, "has no dermal.json description"},
+      {"malformed_json.pt", ErrorCode::invalid_model, "not valid JSON"},
+      {"wrong_labels.pt", ErrorCode::invalid_model, "lists 3 labels"},
+      {"wrong_size.pt", ErrorCode::invalid_model, "rejects a 1x3x64x64 input"},
+      {"wrong_stage.pt", ErrorCode::invalid_model, "stage \"features.9\""},
+  };
+  for (const Case& c : cases) {
+    INFO(c.file);
+    std::string message;
+    CHECK(load_error(kModels + "/" + c.file, &message) == c.code);
+    CHECK_THAT(message, Catch::Contains(c.words));
+  }
+}
+
+TEST_CASE("a network whose output is not finite is an error, not a score", "[model][errors]") {
+  dermal::Model model(kModels + "/nan_output.pt");
+  const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
+  CHECK_THROWS_WITH(model.predict(photo.data(), photo.size()), Catch::Contains("not finite"));
+}
+
+TEST_CASE("lazy loading reads the file once under 8 concurrent first calls", "[model][threads]") {
+  dermal::LoadOptions options;
+  options.preload = false;
+  dermal::Model model(kModels + "/tiny.pt", options);
+  CHECK_FALSE(model.loaded());
+  CHECK(model.weight_bytes() == 0);
+  const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
+  std::atomic<int> ready{0};
+  std::vector<std::vector<float>> results(8);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      ++ready;
+      while (ready.load() < 8) std::this_thread::yield();  // start together
+      results[t] = model.predict(photo.data(), photo.size()).probabilities;
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  CHECK(model.load_count() == 1);
+  CHECK(model.loaded());
+  for (int t = 1; t < 8; ++t) CHECK(results[t] == results[0]);
+}
+
+TEST_CASE("unload frees the network and the next call loads it again", "[model]") {
+  dermal::Model model(kModels + "/tiny.pt");
+  CHECK(model.loaded());
+  // 3 convolutions with biases, 2 batch norms (weight, bias, mean, var, count) and the linear head.
+  const std::uint64_t expected_bytes = 4 * ((8 * 3 * 9 + 8) + (16 * 8 * 9 + 16) + (16 * 16 * 9 + 16) + 4 * 8 + 4 * 16 +
+                                            (16 * 5 + 5)) + 2 * 8;
+  CHECK(model.weight_bytes() == expected_bytes);
+  model.unload();
+  CHECK_FALSE(model.loaded());
+  CHECK(model.weight_bytes() == 0);
+  model.unload();  // twice is harmless
+  const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
+  CHECK(model.predict(photo.data(), photo.size()).top.size() == 3);
+  CHECK(model.load_count() == 2);
+}
+
+TEST_CASE("Grad-CAM switched off at load refuses heatmap requests", "[model][gradcam]") {
+  dermal::LoadOptions options;
+  options.gradcam = false;
+  dermal::Model model(kModels + "/tiny.pt", options);
+  const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
+  CHECK(model.predict(photo.data(), photo.size()).cams.empty());
+  try {
+    model.predict(photo.data(), photo.size(), with_gradcam());
+    FAIL("a heatmap was made");
+  } catch (const dermal::Error& e) {
+    CHECK(e.code() == ErrorCode::gradcam_disabled);
+  }
+}
+
+TEST_CASE("predict checks its options", "[model][errors]") {
+  dermal::Model model(kModels + "/tiny.pt");
+  const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
+  dermal::PredictOptions options;
+  options.top_k = 0;
+  CHECK_THROWS_WITH(model.predict(photo.data(), photo.size(), options), Catch::Contains("top_k"));
+  options = with_gradcam();
+  options.cam_class = "melanoma";
+  try {
+    model.predict(photo.data(), photo.size(), options);
+    FAIL("an unknown class was explained");
+  } catch (const dermal::Error& e) {
+    CHECK(e.code() == ErrorCode::unknown_class);
+    CHECK_THAT(e.what(), Catch::Contains("akiec, bcc, mel, nv, vasc"));
+  }
+  options.cam_class = "vasc";
+  const dermal::Prediction prediction = model.predict(photo.data(), photo.size(), options);
+  CHECK(prediction.cams.at(0).label == "vasc");
+  CHECK(prediction.cams.at(0).class_index == 4);
+  CHECK_THROWS_WITH(dermal::Model(kModels + "/tiny.pt", dermal::LoadOptions{true, 0}), Catch::Contains("threads"));
+}
+
+TEST_CASE("the bundled demo model classifies the bundled samples", "[model][demo]") {
+  dermal::Model model(DERMAL_DEMO_MODEL);
+  const std::string samples = DERMAL_SAMPLES;
+  DIR* folder = opendir(samples.c_str());
+  REQUIRE(folder != nullptr);
+  int checked = 0;
+  for (dirent* entry; (entry = readdir(folder)) != nullptr;) {
+    const std::string name = entry->d_name;
+    if (name.size() < 4 || name.substr(name.size() - 4) != ".jpg") continue;
+    const std::string label = name.substr(0, name.find('_'));
+    const std::vector<std::uint8_t> photo = read_bytes(samples + "/" + name);
+    INFO(name);
+    CHECK(model.predict(photo.data(), photo.size()).top.at(0).label == label);
+    ++checked;
+  }
+  closedir(folder);
+  CHECK(checked >= 6);
+}

@@ -1,0 +1,123 @@
+"""Writes small dermal model files, good and broken, with expected outputs
+computed by Python torch, for the C++ model tests.
+
+  /usr/bin/python3 tools/make_model_fixtures.py OUT_DIR
+"""
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dermal_model  # noqa: E402
+
+LABELS = ["akiec", "bcc", "mel", "nv", "vasc"]
+WIDTH, HEIGHT = 40, 32
+STAGES = ["features.0", "features.1", "features.2", "head"]
+
+
+class Tiny(nn.Module):
+    """conv backbone -> global average pool -> linear, like the real models."""
+
+    def __init__(self, outputs=len(LABELS), head=None):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU()),
+        )
+        self.head = head or nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, outputs))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class NaNHead(nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3))[:, :5] * float("nan")
+
+
+def tiny_model(seed=0, **kwargs):
+    torch.manual_seed(seed)
+    model = Tiny(**kwargs)
+    model.train()
+    with torch.no_grad():  # give BatchNorm non-trivial running statistics
+        for _ in range(3):
+            model(torch.rand(4, 3, HEIGHT, WIDTH) * 4 - 2)
+    return model.eval()
+
+
+def description(**overrides):
+    d = dermal_model.make_description(name="tiny", labels=LABELS, width=WIDTH, height=HEIGHT,
+                                      stages=STAGES, cam_layer="features.2")
+    d.update(overrides)
+    return d
+
+
+def save_unchecked(model, desc, path):
+    """Writes a model file as given, without the exporter's checks (for broken fixtures)."""
+    extra = {} if desc is None else {dermal_model.DESCRIPTION_FILE: json.dumps(desc)}
+    torch.jit.save(torch.jit.script(model.eval()), str(path), _extra_files=extra)
+
+
+def expected_outputs(model, image_path, out_path):
+    """Probabilities and the Grad-CAM oracle ReLU(sum_k w_ck A^k), min-max normalised,
+    for the top class, computed from the same input tensor the library builds."""
+    pixels = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float32) / 255.0
+    x = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+    mean = torch.tensor(dermal_model.IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(dermal_model.IMAGENET_STD)[:, None, None]
+    x = (x - mean) / std
+    with torch.no_grad():
+        activation = model.features(x)[0]
+        logits = model.head(activation[None])
+        probabilities = torch.softmax(logits, 1)[0]
+        top = int(probabilities.argmax())
+        weights = model.head[2].weight[top]
+        cam = torch.relu((weights[:, None, None] * activation).sum(0))
+        cam = (cam - cam.min()) / (cam.max() - cam.min())
+    with open(out_path, "w") as f:
+        f.write(" ".join(f"{p:.8g}" for p in probabilities.tolist()) + "\n")
+        f.write(f"{top} {cam.shape[1]} {cam.shape[0]}\n")
+        f.write(" ".join(f"{v:.8g}" for v in cam.flatten().tolist()) + "\n")
+
+
+def main(out):
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(11)
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    blob = np.exp(-((x - 28) ** 2 + (y - 10) ** 2) / 40.0)[..., None] * np.array([-120.0, -60.0, 40.0])
+    pixels = np.clip(150 + blob + rng.normal(0, 25, (HEIGHT, WIDTH, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(out / "tiny_input.png")
+
+    model = tiny_model()
+    dermal_model.save(model, description(), out / "tiny.pt")
+    expected_outputs(model, out / "tiny_input.png", out / "tiny_expected.txt")
+
+    save_unchecked(model, None, out / "no_description.pt")
+    save_unchecked(model, description(labels=["a", "b", "c"]), out / "wrong_labels.pt")
+    save_unchecked(model, description(stages=["features.0", "features.9", "head"], cam_layer="features.0"),
+                   out / "wrong_stage.pt")
+    fixed = tiny_model(head=nn.Sequential(nn.Flatten(), nn.Linear(16 * 16 * 20, len(LABELS))))
+    wrong_size = description()
+    wrong_size["input"].update(width=64, height=64)
+    save_unchecked(fixed, wrong_size, out / "wrong_size.pt")
+    with zipfile.ZipFile(out / "bad_json.pt", "w") as archive:  # a zip, but no TorchScript
+        archive.writestr("tiny/extra/dermal.json", "{")
+    whole = (out / "tiny.pt").read_bytes()
+    (out / "truncated.pt").write_bytes(whole[: len(whole) // 2])
+    (out / "not_a_model.pt").write_text("this is a text file, not a model\n")
+    save_unchecked(tiny_model(head=NaNHead()), description(), out / "nan_output.pt")
+    # A valid archive whose description is not valid JSON.
+    torch.jit.save(torch.jit.script(model), str(out / "malformed_json.pt"),
+                   _extra_files={dermal_model.DESCRIPTION_FILE: "{\"dermal_format\": 1,"})
+    print(f"model fixtures written to {out}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
