@@ -195,8 +195,9 @@ class Model {
   std::unique_ptr<Impl> impl_;
 };
 
-// Colours a heatmap (values in [0, 1]) and blends it over the photo:
-// out = (1 - alpha) * photo + alpha * colour. Sizes must match.
+// Colours a heatmap (values in [0, 1], quantised to 256 levels) and blends
+// it over the photo: out = (1 - alpha) * photo + alpha * colour, rounded.
+// Sizes must match.
 Image render_overlay(const Image& photo, const Heatmap& heatmap, Colormap colormap, float alpha);
 
 // Encodes RGB to JPEG (quality 1..100) or PNG.

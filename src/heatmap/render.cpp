@@ -198,14 +198,18 @@ Image render_overlay(const Image& photo, const Heatmap& heatmap, Colormap colorm
   if (!(alpha >= 0.0f && alpha <= 1.0f)) {
     throw Error(ErrorCode::invalid_argument, "overlay alpha must be in [0, 1], not " + number_text(alpha));
   }
+  // The map is coloured through 256 levels; the blend is fixed-point, exact at alpha 0 and 1.
+  std::array<std::array<std::uint8_t, 3>, 256> table;
+  for (int level = 0; level < 256; ++level) table[level] = colormap_rgb(colormap, level / 255.0f);
+  const std::uint32_t weight = static_cast<std::uint32_t>(std::lround(alpha * 256.0f));
   Image out{photo.width, photo.height, std::vector<std::uint8_t>(photo.rgb.size())};
   for (std::size_t i = 0; i < heatmap.values.size(); ++i) {
-    const std::array<std::uint8_t, 3> colour = colormap_rgb(colormap, heatmap.values[i]);
-    for (std::size_t c = 0; c < 3; ++c) {
-      const float pixel = photo.rgb[3 * i + c];
-      // Between pixel and colour, so the rounded result stays a byte.
-      out.rgb[3 * i + c] = static_cast<std::uint8_t>(pixel + alpha * (colour[c] - pixel) + 0.5f);
-    }
+    const float v = heatmap.values[i];
+    const int level = v > 0.0f ? static_cast<int>(std::lround(std::min(v, 1.0f) * 255.0f)) : 0;  // NaN -> 0
+    const std::array<std::uint8_t, 3>& colour = table[level];
+    for (std::size_t c = 0; c < 3; ++c)
+      out.rgb[3 * i + c] = static_cast<std::uint8_t>(
+          (photo.rgb[3 * i + c] * (256 - weight) + colour[c] * weight + 128) >> 8);
   }
   return out;
 }

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages dermal needs, builds it into build/, and
+# classifies a bundled sample photo with the bundled demo model.
+#   bash tools/setup.sh            # all of it
+#   bash tools/setup.sh --build    # packages and build only (used by tools/test.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake pkg-config
+  libtorch-dev libstb-dev catch2 libfmt-dev nlohmann-json3-dev
+  python3-torch python3-torchvision python3-numpy python3-pil python3-pytest
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "== installing Debian packages: ${missing[*]}"
+  sudo_prefix=()
+  [[ $(id -u) -eq 0 ]] || sudo_prefix=(sudo)
+  "${sudo_prefix[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo_prefix[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+echo "== building into build/"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > build.log 2>&1 || { cat build.log; exit 1; }
+cmake --build build -j "$(nproc)" >> build.log 2>&1 || { tail -50 build.log; exit 1; }
+rm -f build.log
+
+[[ "${1:-}" == "--build" ]] && exit 0
+
+echo "== classifying a bundled sample with the demo model (scores, not a diagnosis)"
+build/examples/dermal-classify --heatmap build/melanoma_1-gradcam.jpg examples/data/samples/melanoma_1.jpg
