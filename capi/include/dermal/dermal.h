@@ -1,0 +1,201 @@
+/* dermal C ABI: classify a skin-lesion photo with a dermal model and explain
+ * the score with a class activation map. Pure C99; no LibTorch types.
+ * The scores are a model's output, not a diagnosis.
+ *
+ *   dermal_model* model = NULL;
+ *   dermal_result* result = NULL;
+ *   if (dermal_model_load("demo-model.pt", NULL, &model) != DERMAL_OK ||
+ *       dermal_model_predict(model, jpeg, jpeg_size, NULL, &result) != DERMAL_OK) {
+ *     fprintf(stderr, "dermal: %s\n", dermal_last_error());
+ *   } else {
+ *     const char* label; int index; float probability;
+ *     dermal_result_top(result, 0, &label, &index, &probability);
+ *     printf("%s %.3f\n", label, probability);
+ *   }
+ *   dermal_result_free(result);
+ *   dermal_model_free(model);
+ *
+ * Conventions
+ * - Every function that can fail returns a dermal_status; on failure
+ *   dermal_last_error() explains it (a message per thread). No C++ exception
+ *   ever leaves the library.
+ * - Out-pointers must not be NULL. A function that creates a handle sets
+ *   *out to NULL when it fails.
+ * - Every *_free accepts NULL. Getters take const handles.
+ * - Pointers that getters return (labels, heatmaps, overlays, probabilities)
+ *   are owned by the handle they came from and stay valid until it is freed.
+ * - Threads: a dermal_model may be shared by many threads (predict, unload
+ *   and the getters may run concurrently). Options and results are not
+ *   shared: use each from one thread at a time.
+ */
+#ifndef DERMAL_H
+#define DERMAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef DERMAL_SHARED
+#  if defined(_WIN32) && !defined(__MINGW32__)
+#    ifdef DERMAL_BUILD
+#      define DERMAL_API __declspec(dllexport)
+#    else
+#      define DERMAL_API __declspec(dllimport)
+#    endif
+#  else
+#    define DERMAL_API __attribute__((visibility("default")))
+#  endif
+#else
+#  define DERMAL_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever a signature or an enum value changes; the Python binding
+ * refuses a library whose dermal_abi_version() differs from what it expects. */
+#define DERMAL_ABI_VERSION 1
+
+/* The numbers equal dermal::ErrorCode's; they never change, new ones go last. */
+typedef enum dermal_status {
+  DERMAL_OK = 0,
+  DERMAL_INVALID_ARGUMENT = 1,   /* a wrong argument or option value */
+  DERMAL_IO = 2,                 /* a file could not be read */
+  DERMAL_INVALID_IMAGE = 3,      /* empty, truncated or corrupt image data */
+  DERMAL_UNSUPPORTED_IMAGE = 4,  /* a format or pixel layout dermal does not decode */
+  DERMAL_IMAGE_TOO_LARGE = 5,    /* more pixels than the model's max_pixels */
+  DERMAL_INVALID_MODEL = 6,      /* not a dermal model, or its description is wrong */
+  DERMAL_MODEL_NOT_LOADED = 7,   /* a model used after it was closed */
+  DERMAL_UNKNOWN_LAYER = 8,      /* a CAM layer that is not a stage with spatial output */
+  DERMAL_UNKNOWN_CLASS = 9,      /* a class label the model does not have */
+  DERMAL_OUT_OF_MEMORY = 10,
+  DERMAL_INTERNAL = 11,          /* an unexpected failure inside LibTorch or dermal */
+  DERMAL_GRADCAM_DISABLED = 12,  /* a heatmap was asked of a model loaded without it */
+  DERMAL_BUSY = 13               /* no inference slot became free in time */
+} dermal_status;
+
+typedef struct dermal_model dermal_model;
+typedef struct dermal_load_options dermal_load_options;
+typedef struct dermal_predict_options dermal_predict_options;
+typedef struct dermal_result dermal_result;
+
+/* ---- Library ---------------------------------------------------------- */
+
+/* DERMAL_ABI_VERSION of the library actually loaded. */
+DERMAL_API int dermal_abi_version(void);
+/* The library's version, e.g. "0.1.0"; a static string. */
+DERMAL_API const char* dermal_version_string(void);
+/* The status's name, e.g. "invalid_image"; a static string ("unknown" for a
+ * number that is not a dermal_status). */
+DERMAL_API const char* dermal_status_name(dermal_status status);
+/* Why the last failed call on this thread failed; "" after a successful call.
+ * Valid until the next dermal call on this thread. */
+DERMAL_API const char* dermal_last_error(void);
+/* The process's resident set (VmRSS) and its peak (VmHWM), in bytes. */
+DERMAL_API dermal_status dermal_memory_status(uint64_t* current_rss_bytes, uint64_t* peak_rss_bytes);
+
+/* ---- Load options (defaults: preload, 1 thread, Grad-CAM on, the model's
+ *      own CAM layer, 40 000 000 pixels at most) ------------------------- */
+
+DERMAL_API dermal_status dermal_load_options_create(dermal_load_options** options);
+DERMAL_API void dermal_load_options_free(dermal_load_options* options);
+/* Intra-op threads, at least 1 (LibTorch's setting is per process). */
+DERMAL_API dermal_status dermal_load_options_set_threads(dermal_load_options* options, int threads);
+/* Non-zero: load at dermal_model_load; 0: at the first prediction. */
+DERMAL_API dermal_status dermal_load_options_set_preload(dermal_load_options* options, int preload);
+/* 0: predictions never compute heatmaps (all stages optimised, less memory). */
+DERMAL_API dermal_status dermal_load_options_set_gradcam(dermal_load_options* options, int enabled);
+/* The stage whose output Grad-CAM explains; NULL or "" for the model's own. */
+DERMAL_API dermal_status dermal_load_options_set_cam_layer(dermal_load_options* options, const char* layer);
+/* Photos with more pixels than this are refused before decoding. */
+DERMAL_API dermal_status dermal_load_options_set_max_pixels(dermal_load_options* options, uint64_t max_pixels);
+
+/* ---- Predict options (defaults: top 3, Grad-CAM as loaded, "gradcam" for
+ *      the top class, "jet", "jpeg" overlay at quality 90, alpha 0.45).
+ *      Names are checked by the setters, numbers by dermal_model_predict. */
+
+DERMAL_API dermal_status dermal_predict_options_create(dermal_predict_options** options);
+DERMAL_API void dermal_predict_options_free(dermal_predict_options* options);
+/* How many classes the result lists, at least 1 (capped at the label count). */
+DERMAL_API dermal_status dermal_predict_options_set_top_k(dermal_predict_options* options, int top_k);
+/* Non-zero: compute heatmaps; 0: do not. Unset: as the load options say. */
+DERMAL_API dermal_status dermal_predict_options_set_gradcam(dermal_predict_options* options, int enabled);
+/* "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam" or "eigencam". */
+DERMAL_API dermal_status dermal_predict_options_set_cam(dermal_predict_options* options, const char* method);
+/* Explain this label only; NULL: explain the top cam_top_k classes. */
+DERMAL_API dermal_status dermal_predict_options_set_cam_class(dermal_predict_options* options, const char* label);
+/* How many of the top classes to explain, at least 1. */
+DERMAL_API dermal_status dermal_predict_options_set_cam_top_k(dermal_predict_options* options, int cam_top_k);
+/* "jet" or "viridis". */
+DERMAL_API dermal_status dermal_predict_options_set_colormap(dermal_predict_options* options, const char* colormap);
+/* "jpeg" or "png". */
+DERMAL_API dermal_status dermal_predict_options_set_overlay_format(dermal_predict_options* options, const char* format);
+/* The heatmap's weight in the overlay blend, 0..1. */
+DERMAL_API dermal_status dermal_predict_options_set_overlay_alpha(dermal_predict_options* options, float alpha);
+/* JPEG overlay quality, 1..100. */
+DERMAL_API dermal_status dermal_predict_options_set_jpeg_quality(dermal_predict_options* options, int quality);
+/* 0: heatmaps only, no encoded overlay. */
+DERMAL_API dermal_status dermal_predict_options_set_render_overlay(dermal_predict_options* options, int enabled);
+
+/* ---- Model ------------------------------------------------------------ */
+
+/* Opens a dermal model file (and with preload, loads it); options may be NULL. */
+DERMAL_API dermal_status dermal_model_load(const char* path, const dermal_load_options* options, dermal_model** model);
+/* Frees the model; no prediction may be running on it. */
+DERMAL_API void dermal_model_free(dermal_model* model);
+/* Classifies an encoded photo (JPEG, PNG or BMP); options may be NULL.
+ * Loads the model first if it is not loaded. */
+DERMAL_API dermal_status dermal_model_predict(dermal_model* model, const uint8_t* bytes, size_t size,
+                                              const dermal_predict_options* options, dermal_result** result);
+/* Classifies an upright 8-bit RGB picture: width * height * 3 bytes, rows
+ * top to bottom, no padding. */
+DERMAL_API dermal_status dermal_model_predict_rgb(dermal_model* model, const uint8_t* rgb, int width, int height,
+                                                  const dermal_predict_options* options, dermal_result** result);
+/* Loads the network now if it is not loaded; a no-op otherwise. */
+DERMAL_API dermal_status dermal_model_ensure_loaded(dermal_model* model);
+/* Frees the network and its weights (predictions in flight finish first);
+ * a later prediction loads it again. Unloading an unloaded model is DERMAL_OK. */
+DERMAL_API dermal_status dermal_model_unload(dermal_model* model);
+DERMAL_API dermal_status dermal_model_is_loaded(const dermal_model* model, int* loaded);
+/* Bytes of the loaded weights and buffers; 0 when unloaded. */
+DERMAL_API dermal_status dermal_model_weight_bytes(const dermal_model* model, uint64_t* bytes);
+/* The model's labels, in the order of dermal_result_probabilities. The first
+ * call loads the model if it has never been loaded. */
+DERMAL_API dermal_status dermal_model_label_count(const dermal_model* model, size_t* count);
+DERMAL_API dermal_status dermal_model_label(const dermal_model* model, size_t index, const char** label);
+
+/* ---- Result ----------------------------------------------------------- */
+
+DERMAL_API void dermal_result_free(dermal_result* result);
+/* How many classes the result lists (min(top_k, labels)). */
+DERMAL_API dermal_status dermal_result_top_count(const dermal_result* result, size_t* count);
+/* The class at rank (0: the most probable). */
+DERMAL_API dermal_status dermal_result_top(const dermal_result* result, size_t rank, const char** label, int* index,
+                                           float* probability);
+/* One probability per label, in label order. */
+DERMAL_API dermal_status dermal_result_probabilities(const dermal_result* result, const float** values, size_t* count);
+/* How many heatmaps the result holds (0 without Grad-CAM). */
+DERMAL_API dermal_status dermal_result_explanation_count(const dermal_result* result, size_t* count);
+/* The class explanation i explains. */
+DERMAL_API dermal_status dermal_result_explanation_class(const dermal_result* result, size_t i, const char** label,
+                                                         int* index);
+/* The CAM method's name, e.g. "gradcam". */
+DERMAL_API dermal_status dermal_result_explanation_method(const dermal_result* result, size_t i, const char** method);
+/* Non-zero when the map had no contrast (or was not finite) and is all zeros. */
+DERMAL_API dermal_status dermal_result_explanation_flat(const dermal_result* result, size_t i, int* flat);
+/* The map at the CAM layer's resolution: width * height values in [0, 1], row-major. */
+DERMAL_API dermal_status dermal_result_explanation_heatmap(const dermal_result* result, size_t i, int* width,
+                                                           int* height, const float** values);
+/* The map at the photo's size. */
+DERMAL_API dermal_status dermal_result_explanation_full_heatmap(const dermal_result* result, size_t i, int* width,
+                                                                int* height, const float** values);
+/* The encoded overlay (photo + heatmap); *size is 0 and *bytes NULL when
+ * overlays were switched off. */
+DERMAL_API dermal_status dermal_result_explanation_overlay(const dermal_result* result, size_t i,
+                                                           const uint8_t** bytes, size_t* size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DERMAL_H */
