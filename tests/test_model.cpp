@@ -96,6 +96,31 @@ TEST_CASE("Grad-CAM of a pool-then-linear head equals ReLU(sum_k w_ck A^k)", "[m
   CHECK(cam.full.height == 32);
 }
 
+TEST_CASE("every CAM variant equals its published formula applied in Python torch", "[model][gradcam]") {
+  std::ifstream file(kModels + "/tiny_cams.txt");
+  REQUIRE(file);
+  dermal::Model model(kModels + "/tiny.pt");
+  const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
+  int methods = 0;
+  for (std::string line; std::getline(file, line);) {
+    std::istringstream fields(line);
+    std::string method;
+    int flat = 0;
+    fields >> method >> flat;
+    std::vector<float> expected;
+    for (float v; fields >> v;) expected.push_back(v);
+    INFO(method);
+    dermal::PredictOptions options = with_gradcam();
+    options.cam = dermal::parse_cam_method(method);
+    const dermal::Explanation cam = model.predict(photo.data(), photo.size(), options).cams.at(0);
+    CHECK(cam.flat == (flat == 1));
+    REQUIRE(cam.raw.values.size() == expected.size());
+    for (std::size_t i = 0; i < expected.size(); ++i) CHECK(cam.raw.values[i] == Approx(expected[i]).margin(1e-4));
+    ++methods;
+  }
+  CHECK(methods == 6);
+}
+
 TEST_CASE("the CAM layer sets the map's resolution; unknown layers are refused", "[model][gradcam]") {
   const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
   dermal::LoadOptions options;

@@ -15,6 +15,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dermal_model  # noqa: E402
+import make_cam_fixtures  # noqa: E402  (each CAM variant written from its paper)
 
 LABELS = ["akiec", "bcc", "mel", "nv", "vasc"]
 WIDTH, HEIGHT = 40, 32
@@ -65,14 +66,19 @@ def save_unchecked(model, desc, path):
     torch.jit.save(torch.jit.script(model.eval()), str(path), _extra_files=extra)
 
 
-def expected_outputs(model, image_path, out_path):
-    """Probabilities and the Grad-CAM oracle ReLU(sum_k w_ck A^k), min-max normalised,
-    for the top class, computed from the same input tensor the library builds."""
+def model_input(image_path):
+    """The tensor the library builds from a photo already at the input size."""
     pixels = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float32) / 255.0
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None]
     mean = torch.tensor(dermal_model.IMAGENET_MEAN)[:, None, None]
     std = torch.tensor(dermal_model.IMAGENET_STD)[:, None, None]
-    x = (x - mean) / std
+    return (x - mean) / std
+
+
+def expected_outputs(model, image_path, out_path):
+    """Probabilities and the Grad-CAM oracle ReLU(sum_k w_ck A^k), min-max normalised,
+    for the top class, computed from the same input tensor the library builds."""
+    x = model_input(image_path)
     with torch.no_grad():
         activation = model.features(x)[0]
         logits = model.head(activation[None])
@@ -87,6 +93,18 @@ def expected_outputs(model, image_path, out_path):
         f.write(" ".join(f"{v:.8g}" for v in cam.flatten().tolist()) + "\n")
 
 
+def expected_cams(model, image_path, out_path):
+    """Each CAM variant for the top class, from eager autograd on the same input."""
+    activation = model.features(model_input(image_path)).detach().requires_grad_(True)
+    logits = model.head(activation)
+    top = int(logits.argmax())
+    gradient, = torch.autograd.grad(logits[0, top], activation)
+    with open(out_path, "w") as f:
+        for method, cam in make_cam_fixtures.CAMS.items():
+            expected, flat = make_cam_fixtures.normalize(cam(activation[0].detach().double(), gradient[0].double()))
+            f.write(f"{method} {int(flat)} " + " ".join(f"{v:.8g}" for v in expected.flatten().tolist()) + "\n")
+
+
 def main(out):
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(11)
@@ -98,6 +116,7 @@ def main(out):
     model = tiny_model()
     dermal_model.save(model, description(), out / "tiny.pt")
     expected_outputs(model, out / "tiny_input.png", out / "tiny_expected.txt")
+    expected_cams(model, out / "tiny_input.png", out / "tiny_cams.txt")
 
     save_unchecked(model, None, out / "no_description.pt")
     save_unchecked(model, description(labels=["a", "b", "c"]), out / "wrong_labels.pt")
