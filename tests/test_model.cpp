@@ -264,3 +264,40 @@ TEST_CASE("the bundled demo model classifies the bundled samples", "[model][demo
   closedir(folder);
   CHECK(checked >= 6);
 }
+
+TEST_CASE("with max_concurrent set, extra callers wait and then get busy", "[model][threads]") {
+  dermal::LoadOptions options;
+  options.max_concurrent = 1;
+  options.queue_timeout_ms = 0;
+  dermal::Model model(kModels + "/tiny.pt", options);
+  const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
+  std::atomic<int> busy{0}, done{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        try {
+          model.predict(photo.data(), photo.size(), with_gradcam());
+          ++done;
+        } catch (const dermal::Error& e) {
+          if (e.code() == ErrorCode::busy) ++busy;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  CHECK(done + busy == 200);
+  CHECK(done >= 1);
+  CHECK(busy >= 1);  // with no waiting allowed, overlapping callers are turned away
+
+  options.queue_timeout_ms = 60000;  // a generous wait: everyone is served, one at a time
+  dermal::Model patient(kModels + "/tiny.pt", options);
+  std::atomic<int> served{0};
+  threads.clear();
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 5; ++i) served += patient.predict(photo.data(), photo.size()).top.size() == 3;
+    });
+  for (std::thread& thread : threads) thread.join();
+  CHECK(served == 20);
+}

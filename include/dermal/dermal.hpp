@@ -106,6 +106,10 @@ struct LoadOptions {
   std::string cam_layer;      // empty: the description's cam_layer
   bool gradcam = true;        // false: predict() never computes heatmaps
   DecodeOptions decode;       // limits applied to images given as bytes
+  // At most this many predictions run at once (0: no limit); the others wait
+  // up to queue_timeout_ms for a slot, then fail with ErrorCode::busy.
+  int max_concurrent = 0;
+  int queue_timeout_ms = 30000;
 };
 
 struct PredictOptions {
@@ -193,6 +197,7 @@ class Model {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+  Prediction predict_upright(const Image& image, const PredictOptions& options);
 };
 
 // Colours a heatmap (values in [0, 1], quantised to 256 levels) and blends

@@ -6,7 +6,9 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <fstream>
 #include <mutex>
 #include <new>
@@ -219,6 +221,48 @@ std::vector<int> classes_to_explain(const PredictOptions& options, const std::ve
   return {ranking.begin(), ranking.begin() + std::min<std::size_t>(options.cam_top_k, ranking.size())};
 }
 
+// Bounds how many predictions run at once; a waiter gives up after a timeout.
+class InferenceSlots {
+ public:
+  explicit InferenceSlots(int limit) : free_(limit), limited_(limit > 0) {}
+
+  // Takes a slot, or throws Error(busy) after timeout_ms.
+  void acquire(int timeout_ms) {
+    if (!limited_) return;
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!freed_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return free_ > 0; }))
+      throw Error(ErrorCode::busy, fmt::format("no inference slot became free within {} ms", timeout_ms));
+    --free_;
+  }
+
+  void release() {
+    if (!limited_) return;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++free_;
+    }
+    freed_.notify_one();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable freed_;
+  int free_;
+  bool limited_;
+};
+
+// Holds one inference slot for its lifetime.
+class SlotGuard {
+ public:
+  SlotGuard(InferenceSlots& slots, int timeout_ms) : slots_(slots) { slots_.acquire(timeout_ms); }
+  ~SlotGuard() { slots_.release(); }
+  SlotGuard(const SlotGuard&) = delete;
+  SlotGuard& operator=(const SlotGuard&) = delete;
+
+ private:
+  InferenceSlots& slots_;
+};
+
 }  // namespace
 
 struct Model::Impl {
@@ -227,6 +271,7 @@ struct Model::Impl {
   mutable std::mutex mutex;         // guards network; held while loading
   std::shared_ptr<Network> network; // in-flight predictions keep their own reference
   int load_count = 0;
+  std::unique_ptr<InferenceSlots> slots;
 
   std::shared_ptr<Network> acquire() {
     std::lock_guard<std::mutex> lock(mutex);
@@ -243,6 +288,11 @@ struct Model::Impl {
 Model::Model(std::string path, LoadOptions options) : impl_(std::make_unique<Impl>()) {
   if (options.threads < 1)
     throw Error(ErrorCode::invalid_argument, fmt::format("threads must be at least 1, not {}", options.threads));
+  if (options.max_concurrent < 0 || options.queue_timeout_ms < 0)
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("max_concurrent ({}) and queue_timeout_ms ({}) must not be negative", options.max_concurrent,
+                            options.queue_timeout_ms));
+  impl_->slots = std::make_unique<InferenceSlots>(options.max_concurrent);
   impl_->path = std::move(path);
   impl_->options = std::move(options);
   if (impl_->options.preload) impl_->acquire();
@@ -291,12 +341,17 @@ const std::string& Model::path() const { return impl_->path; }
 
 Prediction Model::predict(const std::uint8_t* data, std::size_t size, const PredictOptions& options) {
   check_options(options);
-  const Image photo = decode_image(data, size, impl_->options.decode);
-  return predict(photo, options);
+  SlotGuard slot(*impl_->slots, impl_->options.queue_timeout_ms);
+  return predict_upright(decode_image(data, size, impl_->options.decode), options);
 }
 
 Prediction Model::predict(const Image& photo, const PredictOptions& options) {
   check_options(options);
+  SlotGuard slot(*impl_->slots, impl_->options.queue_timeout_ms);
+  return predict_upright(photo, options);
+}
+
+Prediction Model::predict_upright(const Image& photo, const PredictOptions& options) {
   const bool want_cam = options.gradcam.value_or(impl_->options.gradcam);
   if (want_cam && !impl_->options.gradcam)
     throw Error(ErrorCode::gradcam_disabled, "Grad-CAM was switched off when this model was loaded");
