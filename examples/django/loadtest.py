@@ -10,8 +10,8 @@ into build/loadtest/ first if missing), sends one warm-up request and then
 bounded by a timeout, while sampling the worker's VmRSS from
 /proc/<pid>/status. Prints the worker's peak RSS (VmHWM), the failed requests
 and the RSS after the run against the RSS after the first request; exits 1
-if a target is missed. Photos: the bundled samples plus one 3024x4032
-phone-camera-sized JPEG made from a sample.
+if a target is missed. Photos: the bundled samples plus one 2048x1536
+JPEG made from a sample (a 12 MP photo needs more: see README.md).
 """
 import argparse
 import concurrent.futures
@@ -57,7 +57,7 @@ def free_port():
 
 
 def photos():
-    """(name, JPEG bytes) of the bundled samples and one phone-sized photo."""
+    """(name, JPEG bytes) of the bundled samples and one 2048x1536 photo."""
     from PIL import Image
 
     paths = sorted(glob.glob(os.path.join(ROOT, "examples", "data", "samples", "*.jpg")))
@@ -68,8 +68,8 @@ def photos():
         with open(path, "rb") as f:
             result.append((os.path.basename(path), f.read()))
     big = io.BytesIO()
-    Image.open(paths[0]).convert("RGB").resize((3024, 4032), Image.BILINEAR).save(big, "JPEG", quality=90)
-    result.append(("phone-3024x4032.jpg", big.getvalue()))
+    Image.open(paths[0]).convert("RGB").resize((2048, 1536), Image.BILINEAR).save(big, "JPEG", quality=90)
+    result.append(("photo-2048x1536.jpg", big.getvalue()))
     return result
 
 
@@ -144,7 +144,7 @@ def main():
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
-    library = os.environ.get("DERMAL_LIBRARY", os.path.join(BUILD, "capi", "libdermal_c.so"))
+    library = os.path.abspath(os.environ.get("DERMAL_LIBRARY", os.path.join(BUILD, "capi", "libdermal_c.so")))
     if not os.path.exists(library):
         sys.exit(f"loadtest: {library} is missing; build it first (bash tools/setup.sh --build)")
     if not os.path.exists(MODEL):
@@ -199,7 +199,7 @@ def main():
           f"{memory['weight_bytes'] / MB:.1f} MB weights), Grad-CAM on, dermal {health['version']}")
     print(f"server: gunicorn, 1 worker (pid {pid}), gunicorn.conf.py defaults, 127.0.0.1:{port}")
     print(f"photos: {', '.join(name for name, _ in images)} (round robin)")
-    print(f"first request (phone photo): {first_seconds:.2f} s")
+    print(f"first request ({images[-1][0]}): {first_seconds:.2f} s")
     print(f"{args.requests} requests from {args.clients} clients in {elapsed:.1f} s "
           f"({args.requests / elapsed:.2f}/s); latency p50 {latencies[len(latencies) // 2]:.2f} s, "
           f"p95 {latencies[int(len(latencies) * 0.95) - 1]:.2f} s, max {latencies[-1]:.2f} s")

@@ -8,7 +8,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 build="${DERMAL_BUILD_DIR:-$repo/build}"
 
-export DERMAL_LIBRARY="${DERMAL_LIBRARY:-$build/capi/libdermal_c.so}"
+export DERMAL_LIBRARY="$(realpath -m "${DERMAL_LIBRARY:-$build/capi/libdermal_c.so}")"
 if [[ ! -f "$DERMAL_LIBRARY" ]]; then
   echo "serve.sh: $DERMAL_LIBRARY is missing; build it first with: bash tools/setup.sh --build" >&2
   exit 1

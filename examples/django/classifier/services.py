@@ -1,9 +1,15 @@
-"""The process's one dermal model and the gate that bounds concurrent inferences.
+"""The process's one dermal model, and the gate and threads that run inferences.
 
-Both are created once per process from settings.DERMAL, on first use (or by
-start() when DERMAL_PRELOAD is on), under a lock so concurrent first requests
-share one instance.
+Model, gate and inference threads are created once per process from
+settings.DERMAL, on first use (or by start() when DERMAL_PRELOAD is on), under
+a lock so concurrent first requests share one instance.
+
+Inferences run on DERMAL_MAX_CONCURRENT dedicated threads rather than on the
+request threads: LibTorch and oneDNN keep per-thread scratch memory, so the
+resident set then stays that of those few threads however many request
+threads gunicorn has.
 """
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -18,6 +24,7 @@ _lock = threading.Lock()
 _model = None
 _model_error = None
 _gate = None
+_executor = None
 
 
 class QueueTimeout(Exception):
@@ -56,8 +63,14 @@ def existing_model():
 
 
 def model_error():
-    """Why the last attempt to open the model failed, or None."""
+    """Why the model last failed to open or load, or None once it has worked."""
     return _model_error
+
+
+def note_model_error(message):
+    """Records a load failure seen by a prediction (lazy loading), or clears it with None."""
+    global _model_error
+    _model_error = message
 
 
 def start():
@@ -67,11 +80,13 @@ def start():
 
 
 def _the_gate():
-    global _gate
+    global _gate, _executor
     if _gate is None:
         with _lock:
             if _gate is None:
-                _gate = threading.BoundedSemaphore(config()["max_concurrent"])
+                slots = config()["max_concurrent"]
+                _executor = concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="dermal-inference")
+                _gate = threading.BoundedSemaphore(slots)
     return _gate
 
 
@@ -87,10 +102,18 @@ def inference_slot():
         gate.release()
 
 
+def run_inference(function, *args, **kwargs):
+    """Calls function on an inference thread once a slot is free (else raises QueueTimeout); returns or raises what it does."""
+    with inference_slot():
+        return _executor.submit(function, *args, **kwargs).result()
+
+
 def reset():
-    """Closes the model and forgets model and gate, so the next use reads settings.DERMAL again."""
-    global _model, _model_error, _gate
+    """Closes the model and the inference threads and forgets them, so the next use reads settings.DERMAL again."""
+    global _model, _model_error, _gate, _executor
     with _lock:
+        if _executor is not None:
+            _executor.shutdown(wait=True)
         if _model is not None:
             _model.close()
-        _model, _model_error, _gate = None, None, None
+        _model, _model_error, _gate, _executor = None, None, None, None

@@ -32,8 +32,8 @@ SIGNATURES = [
     ("webp", b"RIFF"),
 ]
 
-# dermal status name -> HTTP status; anything not listed is a 500.
-LIBRARY_STATUS = {
+# dermal status name -> HTTP status of a refused request.
+REQUEST_ERRORS = {
     "invalid_argument": 400,
     "unknown_class": 400,
     "invalid_image": 400,
@@ -41,12 +41,9 @@ LIBRARY_STATUS = {
     "image_too_large": 413,
     "gradcam_disabled": 409,
     "busy": 503,
-    "invalid_model": 503,
-    "io": 503,
-    "model_not_loaded": 503,
-    "unknown_layer": 503,
-    "out_of_memory": 503,
 }
+# dermal status names that mean the model file could not be loaded (lazily).
+MODEL_ERRORS = {"io", "invalid_model", "unknown_layer", "model_not_loaded"}
 
 MULTIPART_OVERHEAD = 64 * 1024  # room for the multipart boundary, headers and small fields
 
@@ -153,10 +150,15 @@ def _top_k(request):
 
 
 def _library_error(error):
-    status = LIBRARY_STATUS.get(error.status_name, 500)
-    if status >= 500:
-        log.error("dermal failed: %s: %s", error.status_name, error)
-    return ApiError(status, error.status_name, str(error))
+    if error.status_name in REQUEST_ERRORS:
+        return ApiError(REQUEST_ERRORS[error.status_name], error.status_name, str(error))
+    log.error("dermal failed: %s: %s", error.status_name, error)
+    if error.status_name in MODEL_ERRORS:
+        services.note_model_error(f"{error.status_name}: {error}")
+        return ApiError(503, "model_unavailable", f"The model could not be loaded: {error}")
+    if error.status_name == "out_of_memory":
+        return ApiError(503, "out_of_memory", "The server ran out of memory for this photo; try a smaller one.")
+    return ApiError(500, "internal", f"The model failed: {error}")
 
 
 def _model():
@@ -203,13 +205,14 @@ def predict(request):
     cam_class = request.POST.get("cam_class", request.GET.get("cam_class")) or None
     model = _model()
     try:
-        with services.inference_slot():
-            result = model.predict(data, top_k=top_k, gradcam=gradcam, cam_class=cam_class)
+        result = services.run_inference(model.predict, data, top_k=top_k, gradcam=gradcam, cam_class=cam_class)
     except services.QueueTimeout:
         raise ApiError(503, "busy", f"All {c['max_concurrent']} inference slots stayed busy for "
                        f"{c['queue_timeout']:g} s; try again shortly.", {"Retry-After": "5"})
     except dermal.DermalError as error:
         raise _library_error(error)
+    if services.model_error():
+        services.note_model_error(None)
     overlay = result.overlay
     return JsonResponse({
         "top": [{"label": s.label, "index": s.index, "probability": s.probability} for s in result.top],

@@ -1,0 +1,375 @@
+"""The Django example (examples/django) through Django's test client: every
+endpoint, every refusal as a 4xx JSON error naming what was wrong, and the
+environment configuration. Uses the real dermal package and the demo model."""
+import base64
+import io
+import os
+import struct
+import sys
+import threading
+import zlib
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("DERMAL_BUILD_DIR", os.path.join(ROOT, "build"))
+LIBRARY = os.path.join(BUILD, "capi", "libdermal_c.so")
+DEMO_MODEL = os.path.join(ROOT, "examples", "data", "demo-model.pt")
+SAMPLES = os.path.join(ROOT, "examples", "data", "samples")
+
+if not os.path.exists(LIBRARY):
+    pytest.skip(f"{LIBRARY} is not built (bash tools/setup.sh --build)", allow_module_level=True)
+if not os.path.exists(DEMO_MODEL):
+    pytest.skip(f"{DEMO_MODEL} is not there yet", allow_module_level=True)
+os.environ.setdefault("DERMAL_LIBRARY", LIBRARY)
+os.environ["DJANGO_SETTINGS_MODULE"] = "dermal_site.settings"
+sys.path[:0] = [os.path.join(ROOT, "capi", "python"), os.path.join(ROOT, "examples", "django")]
+
+import django  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.test import Client, override_settings  # noqa: E402
+from django.test.utils import setup_test_environment  # noqa: E402
+from PIL import Image  # noqa: E402
+
+django.setup()
+setup_test_environment()
+
+import dermal  # noqa: E402
+from classifier import services  # noqa: E402
+from dermal_site import settings as site_settings  # noqa: E402
+
+LABELS = ["melanoma", "nevus", "vascular"]
+BASE = {
+    "model": DEMO_MODEL, "preload": True, "gradcam": True, "threads": 1,
+    "max_concurrent": 1, "queue_timeout": 0.2, "max_upload_bytes": 2 * 1024 * 1024,
+    "max_pixels": 40_000_000, "image_types": ("jpeg", "png", "bmp"),
+}
+
+
+@pytest.fixture
+def configure():
+    """Applies BASE (plus changes) as settings.DERMAL and starts the site's model afresh."""
+    overrides = []
+
+    def apply(**changes):
+        override = override_settings(DERMAL={**BASE, **changes})
+        override.enable()
+        overrides.append(override)
+        services.reset()
+        services.start()
+
+    yield apply
+    services.reset()
+    for override in reversed(overrides):
+        override.disable()
+
+
+@pytest.fixture
+def client(configure):
+    configure()
+    return Client()
+
+
+def sample(name="melanoma_1.jpg"):
+    with open(os.path.join(SAMPLES, name), "rb") as f:
+        return f.read()
+
+
+def encoded(fmt, size=(96, 72), color=(150, 90, 70)):
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, fmt)
+    return out.getvalue()
+
+
+def upload(data, name="photo.jpg"):
+    f = io.BytesIO(data)
+    f.name = name
+    return f
+
+
+def post(client, data, name="photo.jpg", **fields):
+    return client.post("/api/predict", {"image": upload(data, name), **fields})
+
+
+def assert_error(response, status, code, *words):
+    """The response is `status` with JSON {"error": code, "message": ...} mentioning every word."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["error"] == code, body
+    for word in words:
+        assert word.lower() in body["message"].lower(), body
+    return body
+
+
+def png_header_only(width, height):
+    """A PNG whose header declares width x height, with one tiny IDAT (not enough pixels)."""
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+# --- the page -----------------------------------------------------------------
+
+def test_page_has_upload_form_notice_and_no_external_assets(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'type="file"' in html and 'name="image"' in html
+    assert "Not a diagnosis" in html and "not a diagnosis" in html
+    assert "http://" not in html and "https://" not in html and "//cdn" not in html
+    assert "default-src 'none'" in response["Content-Security-Policy"]
+
+
+# --- predictions ----------------------------------------------------------------
+
+def test_predict_sample_gives_top3_probabilities_and_overlay(client):
+    photo = sample()
+    response = post(client, photo)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert [s["label"] for s in body["top"]] == sorted(body["probabilities"], key=body["probabilities"].get,
+                                                       reverse=True)
+    assert len(body["top"]) == 3 and set(body["probabilities"]) == set(LABELS)
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    for score in body["top"]:
+        assert LABELS[score["index"]] == score["label"]
+        assert score["probability"] == pytest.approx(body["probabilities"][score["label"]])
+    assert body["gradcam"] is True and body["cam_label"] == body["top"][0]["label"]
+    assert body["overlay_type"] == "image/jpeg"
+    overlay = Image.open(io.BytesIO(base64.b64decode(body["overlay"])))
+    assert overlay.format == "JPEG" and overlay.size == Image.open(io.BytesIO(photo)).size
+    assert "not a diagnosis" in body["notice"]
+
+
+def test_predict_matches_the_library_called_directly(client):
+    photo = sample("vascular_1.jpg")
+    body = post(client, photo).json()
+    with dermal.Model(DEMO_MODEL) as model:
+        direct = model.predict(photo)
+    assert [s["label"] for s in body["top"]] == [s.label for s in direct.top]
+    for label, probability in direct.probabilities.items():
+        assert body["probabilities"][label] == pytest.approx(probability, abs=1e-6)
+    assert base64.b64decode(body["overlay"]) == direct.overlay
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "BMP"])
+def test_png_and_bmp_are_accepted_whatever_the_file_name(client, fmt):
+    response = post(client, encoded(fmt), name="photo.txt")
+    assert response.status_code == 200, response.content
+    assert len(response.json()["top"]) == 3
+
+
+def test_options_top_k_gradcam_off_and_cam_class(client):
+    body = post(client, sample(), top_k="1").json()
+    assert len(body["top"]) == 1
+    body = post(client, sample(), gradcam="false").json()
+    assert body["overlay"] is None and body["gradcam"] is False and len(body["top"]) == 3
+    body = post(client, sample(), cam_class="nevus").json()
+    assert body["cam_label"] == "nevus" and body["overlay"]
+
+
+def test_bad_options_are_400(client):
+    assert_error(post(client, sample(), top_k="many"), 400, "invalid_argument", "top_k")
+    assert_error(post(client, sample(), top_k="0"), 400, "invalid_argument", "top_k")
+    assert_error(post(client, sample(), gradcam="maybe"), 400, "invalid_argument", "gradcam")
+    response = post(client, sample(), cam_class="freckle")
+    assert response.status_code == 400 and "freckle" in response.json()["message"]
+
+
+# --- refused uploads ---------------------------------------------------------------
+
+def test_no_file_is_400(client):
+    assert_error(client.post("/api/predict"), 400, "missing_image", "'image'")
+    assert_error(client.post("/api/predict", {"photo": upload(sample())}), 400, "missing_image", "multipart")
+    assert_error(client.post("/api/predict", data=b'{"image": 1}', content_type="application/json"),
+                 400, "missing_image")
+
+
+def test_malformed_multipart_is_400(client):
+    response = client.post("/api/predict", data=b"--x\r\n", content_type="multipart/form-data")
+    assert_error(response, 400, "malformed_request", "multipart")
+
+
+def test_empty_file_is_400(client):
+    assert_error(post(client, b""), 400, "empty_image", "empty")
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"name,size\nmole,3\n", ["not an image", "content", "JPEG, PNG, BMP"]),
+    (encoded("GIF"), ["GIF", "JPEG, PNG, BMP"]),
+    (encoded("TIFF"), ["TIFF"]),
+])
+def test_not_an_accepted_image_is_415_whatever_the_name(client, data, words):
+    assert_error(post(client, data, name="photo.jpg"), 415, "unsupported_image_type", *words)
+
+
+def test_accepted_types_come_from_configuration(configure):
+    configure(image_types=("jpeg",))
+    client = Client()
+    assert_error(post(client, encoded("PNG"), name="photo.jpg"), 415, "unsupported_image_type", "PNG", "JPEG")
+    assert post(client, sample()).status_code == 200
+
+
+def test_corrupt_images_are_400(client):
+    photo = sample()
+    assert_error(post(client, photo[:300]), 400, "invalid_image")
+    assert_error(post(client, b"\xff\xd8\xff" + bytes(range(256)) * 8), 400, "invalid_image")
+    png = encoded("PNG")
+    assert_error(post(client, png[:40], name="photo.png"), 400, "invalid_image")
+
+
+def test_file_over_the_upload_limit_is_413(configure):
+    photo = sample()
+    configure(max_upload_bytes=len(photo) - 1)
+    client = Client()
+    assert_error(post(client, photo), 413, "file_too_large", "limit")
+    # far over: refused from Content-Length, before the body is parsed
+    assert_error(post(client, photo + bytes(200_000)), 413, "file_too_large", "limit")
+
+
+def test_oversized_dimensions_are_413(client):
+    assert_error(post(client, png_header_only(20_000, 20_000), name="photo.png"), 413, "image_too_large")
+
+
+def test_pixel_limit_comes_from_configuration(configure):
+    configure(max_pixels=50 * 50)
+    client = Client()
+    assert_error(post(client, encoded("PNG", size=(60, 60))), 413, "image_too_large")
+    assert post(client, encoded("PNG", size=(40, 40))).status_code == 200
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("get", "/api/predict", "POST"),
+    ("put", "/api/predict", "POST"),
+    ("delete", "/api/predict", "POST"),
+    ("post", "/health", "GET, HEAD"),
+    ("post", "/memory", "GET, HEAD"),
+    ("post", "/", "GET, HEAD"),
+])
+def test_wrong_method_is_405_with_allow(client, method, path, allow):
+    response = getattr(client, method)(path)
+    assert_error(response, 405, "method_not_allowed", method.upper())
+    assert response["Allow"] == allow
+
+
+def test_unknown_path_is_404_json(client):
+    assert_error(client.get("/predict"), 404, "not_found", "/api/predict")
+
+
+# --- Grad-CAM disabled, queueing, model problems ---------------------------------------
+
+def test_gradcam_disabled_gives_labels_only_or_409_when_asked(configure):
+    configure(gradcam=False)
+    client = Client()
+    body = post(client, sample()).json()
+    assert body["overlay"] is None and body["gradcam"] is False and len(body["top"]) == 3
+    assert_error(post(client, sample(), gradcam="true"), 409, "gradcam_disabled", "DERMAL_ENABLE_GRADCAM")
+    assert client.get("/health").json()["gradcam"] is False
+
+
+def test_requests_wait_for_a_slot_then_get_503(configure):
+    configure(max_concurrent=1, queue_timeout=0.05)
+    client = Client()
+    with services.inference_slot():  # the only slot is taken
+        response = post(client, sample())
+    assert_error(response, 503, "busy", "slot", "0.05 s")
+    assert response["Retry-After"]
+    assert post(client, sample()).status_code == 200
+
+
+def test_concurrent_requests_all_succeed_within_the_limit(configure):
+    configure(max_concurrent=2, queue_timeout=60)
+    photo, statuses = sample(), []
+
+    def request():
+        statuses.append(post(Client(), photo).status_code)
+
+    threads = [threading.Thread(target=request) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert statuses == [200] * 6
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_a_missing_model_is_503_and_reported_by_health(configure, preload):
+    if preload:
+        with pytest.raises(dermal.DermalError):
+            configure(model="/nonexistent/model.pt", preload=True)
+    else:
+        configure(model="/nonexistent/model.pt", preload=False)
+    client = Client()
+    assert_error(post(client, sample()), 503, "model_unavailable", "could not be")
+    health = client.get("/health")
+    assert health.status_code == 503 and health.json()["error"] == "model_unavailable"
+    assert health.json()["model_loaded"] is False
+
+
+# --- health and memory -----------------------------------------------------------------
+
+def test_health_with_preload(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "model": "demo-model.pt", "model_loaded": True, "preload": True,
+                               "gradcam": True, "version": dermal.version()}
+
+
+def test_lazy_loading_happens_on_the_first_prediction_only(configure):
+    configure(preload=False)
+    client = Client()
+    assert client.get("/health").json()["model_loaded"] is False
+    assert client.get("/memory").json()["weight_bytes"] == 0
+    assert client.get("/health").json()["model_loaded"] is False  # looking does not load
+    assert post(client, sample()).status_code == 200
+    assert client.get("/health").json()["model_loaded"] is True
+    assert client.get("/memory").json()["weight_bytes"] > 0
+
+
+def test_the_model_is_created_once_under_concurrent_first_use(configure):
+    configure(preload=False)
+    models, barrier = [], threading.Barrier(8)
+
+    def first_use():
+        barrier.wait()
+        models.append(services.model())
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(models) == 8 and all(m is models[0] for m in models)
+
+
+def test_memory_reports_rss_and_weights(client):
+    body = client.get("/memory").json()
+    assert set(body) == {"current_rss_bytes", "peak_rss_bytes", "weight_bytes", "model_loaded"}
+    assert 0 < body["current_rss_bytes"] <= body["peak_rss_bytes"]
+    assert body["model_loaded"] is True
+    assert body["weight_bytes"] == services.model().weight_bytes > 0
+
+
+# --- configuration from the environment -------------------------------------------------
+
+def test_environment_values_are_parsed_and_bad_ones_named(monkeypatch):
+    monkeypatch.setenv("DERMAL_PRELOAD", "off")
+    monkeypatch.setenv("DERMAL_MAX_CONCURRENT", "3")
+    monkeypatch.setenv("DERMAL_QUEUE_TIMEOUT", "2.5")
+    monkeypatch.setenv("DERMAL_IMAGE_TYPES", "JPEG, png")
+    assert site_settings._env_bool("DERMAL_PRELOAD", True) is False
+    assert site_settings._env_number("DERMAL_MAX_CONCURRENT", 1, int, 1) == 3
+    assert site_settings._env_number("DERMAL_QUEUE_TIMEOUT", 30.0, float, 0.0) == 2.5
+    assert site_settings._env_image_types("DERMAL_IMAGE_TYPES") == ("jpeg", "png")
+    monkeypatch.setenv("DERMAL_THREADS", "two")
+    with pytest.raises(ImproperlyConfigured, match="DERMAL_THREADS"):
+        site_settings._env_number("DERMAL_THREADS", 1, int, 1)
+    monkeypatch.setenv("DERMAL_ENABLE_GRADCAM", "sometimes")
+    with pytest.raises(ImproperlyConfigured, match="DERMAL_ENABLE_GRADCAM"):
+        site_settings._env_bool("DERMAL_ENABLE_GRADCAM", True)
+    monkeypatch.setenv("DERMAL_IMAGE_TYPES", "jpeg,gif")
+    with pytest.raises(ImproperlyConfigured, match="DERMAL_IMAGE_TYPES"):
+        site_settings._env_image_types("DERMAL_IMAGE_TYPES")
