@@ -1,0 +1,102 @@
+"""Helpers shared by the Python benchmark programs: peak resident set,
+medians, options, the model's description and torchvision-style
+preprocessing. Each program prints "first-result" once its first result
+exists (for the runner's cold-start timing), then one JSON object."""
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+_process_peak = 0
+
+
+def memory():
+    """(current, peak) resident set of this process in MB (VmRSS, VmHWM)."""
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024 / 1e6
+    return values["VmRSS"], values["VmHWM"]
+
+
+def reset_peak():
+    """Restarts VmHWM from the current resident set; process_peak() still
+    returns the whole run's peak."""
+    global _process_peak
+    _process_peak = max(_process_peak, memory()[1])
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def process_peak():
+    """The highest VmHWM of the whole run, across resets."""
+    return max(_process_peak, memory()[1])
+
+
+class Stage:
+    """Latencies (ms) and the highest resident set while a stage ran."""
+
+    def __init__(self):
+        self.milliseconds = []
+        self.peak = 0.0
+
+    def run(self, function):
+        """Runs function() once, timed, with VmHWM reset just before; returns its result."""
+        reset_peak()
+        start = time.perf_counter()
+        result = function()
+        self.milliseconds.append((time.perf_counter() - start) * 1e3)
+        self.peak = max(self.peak, memory()[1])
+        return result
+
+    def json(self):
+        return {"median_ms": statistics.median(self.milliseconds),
+                "runs": len(self.milliseconds), "peak_mb": self.peak}
+
+
+def parse_args(description):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("model")
+    parser.add_argument("photo")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    return parser.parse_args()
+
+
+def first_result():
+    print("first-result", flush=True)
+
+
+def report(values):
+    print(json.dumps(values), flush=True)
+
+
+def description_of(path):
+    """The model file's dermal.json, as a dict."""
+    import dermal_model
+    return dermal_model.load_description(path)
+
+
+def preprocess(jpeg, description):
+    """(PIL photo, 1x3xHxW float tensor) as a torchvision app prepares it."""
+    import torch
+    from PIL import Image, ImageOps
+    from torchvision.transforms import functional as TF
+    photo = ImageOps.exif_transpose(Image.open(io.BytesIO(jpeg))).convert("RGB")
+    spec = description["input"]
+    size = (spec["height"], spec["width"])
+    if spec["resize"] == "center_crop":
+        image = TF.center_crop(TF.resize(photo, spec["resize_shorter_to"]), size)
+    else:
+        image = TF.resize(photo, size)
+    x = TF.normalize(TF.to_tensor(image), spec["mean"], spec["std"])
+    return photo, x.unsqueeze(0).to(torch.float32)

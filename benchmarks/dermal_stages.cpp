@@ -1,0 +1,157 @@
+// Times dermal stage by stage in one fresh process and reports the peak
+// resident set (VmHWM) of each stage, as one JSON object on stdout.
+//
+//   dermal_stages MODEL PHOTO [--threads N] [--repeats N] [--warmup N]
+//
+// Prints "first-result" (flushed) as soon as the first end-to-end Grad-CAM
+// request (encoded photo in, encoded overlay out) has returned, so that a
+// runner can time the cold start from outside. Every stage's peak is taken
+// from a reset of VmHWM (/proc/self/clear_refs) just before it; the process
+// peak folds in VmHWM before every reset, so it is the whole run's peak.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "dermal/dermal.hpp"
+#include "image/preprocess.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::uint64_t process_peak = 0;  // VmHWM of the whole run, reset or not
+
+// Restarts VmHWM from the current resident set, keeping process_peak exact.
+void reset_peak() {
+  process_peak = std::max(process_peak, dermal::memory_status().peak_rss_bytes);
+  std::ofstream clear_refs("/proc/self/clear_refs");
+  clear_refs << "5";
+}
+
+double mb(std::uint64_t bytes) { return bytes / 1e6; }
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+double since_ms(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// Latencies and the highest resident set seen while a stage ran.
+struct Stage {
+  std::vector<double> milliseconds;
+  std::uint64_t peak = 0;
+
+  // Runs f once, timed, with VmHWM reset just before it.
+  template <typename F>
+  void run(F&& f) {
+    reset_peak();
+    const auto start = Clock::now();
+    f();
+    milliseconds.push_back(since_ms(start));
+    peak = std::max(peak, dermal::memory_status().peak_rss_bytes);
+  }
+
+  nlohmann::json json() const { return {{"median_ms", median(milliseconds)}, {"runs", milliseconds.size()}, {"peak_mb", mb(peak)}}; }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const auto process_start = Clock::now();
+  if (argc < 3) {
+    fmt::print(stderr, "usage: dermal_stages MODEL PHOTO [--threads N] [--repeats N] [--warmup N]\n");
+    return 2;
+  }
+  int threads = 1, repeats = 15, warmup = 3;
+  for (int i = 3; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    const int value = std::stoi(argv[i + 1]);
+    if (flag == "--threads") threads = value;
+    else if (flag == "--repeats") repeats = value;
+    else if (flag == "--warmup") warmup = value;
+    else {
+      fmt::print(stderr, "dermal_stages: unknown option {}\n", flag);
+      return 2;
+    }
+  }
+  std::ifstream file(argv[2], std::ios::binary);
+  const std::vector<std::uint8_t> jpeg{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+
+  try {
+    nlohmann::json out;
+    out["baseline_rss_mb"] = mb(dermal::memory_status().current_rss_bytes);
+
+    dermal::LoadOptions load_options;
+    load_options.threads = threads;
+    const auto load_start = Clock::now();
+    dermal::Model model(argv[1], load_options);
+    out["load_ms"] = since_ms(load_start);
+    const dermal::MemoryStatus after_load = dermal::memory_status();
+    out["load_peak_mb"] = mb(after_load.peak_rss_bytes);
+    out["rss_after_load_mb"] = mb(after_load.current_rss_bytes);
+    out["weight_mb"] = mb(model.weight_bytes());
+    const dermal::ModelDescription& description = model.description();
+
+    dermal::PredictOptions plain;
+    plain.gradcam = false;
+    dermal::PredictOptions cam_only;  // Grad-CAM heatmap, no overlay image
+    cam_only.gradcam = true;
+    cam_only.render_overlay = false;
+    dermal::PredictOptions end_to_end;  // JPEG overlay, as a web app returns it
+    end_to_end.gradcam = true;
+
+    Stage first;
+    first.run([&] { model.predict(jpeg.data(), jpeg.size(), end_to_end); });
+    std::cout << "first-result" << std::endl;
+    out["first_request_ms"] = first.milliseconds[0];
+    out["first_request_peak_mb"] = mb(first.peak);
+    out["in_process_cold_start_ms"] = since_ms(process_start);
+
+    const dermal::Image photo = dermal::decode_image(jpeg.data(), jpeg.size());
+    const dermal::Prediction explained = model.predict(photo, cam_only);
+    for (int i = 0; i < warmup; ++i) {
+      model.predict(photo, plain);
+      model.predict(photo, cam_only);
+      model.predict(jpeg.data(), jpeg.size(), end_to_end);
+    }
+
+    std::map<std::string, Stage> stages;
+    for (int i = 0; i < repeats; ++i) {  // interleaved, so machine noise hits every stage alike
+      stages["decode_preprocess"].run([&] {
+        const dermal::Image decoded = dermal::decode_image(jpeg.data(), jpeg.size());
+        dermal::preprocess(decoded, description);
+      });
+      stages["predict"].run([&] { model.predict(photo, plain); });
+      stages["predict_gradcam"].run([&] { model.predict(photo, cam_only); });
+      stages["overlay_render_encode"].run([&] {
+        dermal::encode_image(dermal::render_overlay(photo, explained.cams[0].full, end_to_end.colormap,
+                                                    end_to_end.overlay_alpha),
+                             end_to_end.overlay_format, end_to_end.jpeg_quality);
+      });
+      stages["end_to_end_gradcam"].run([&] { model.predict(jpeg.data(), jpeg.size(), end_to_end); });
+    }
+    for (const auto& [name, stage] : stages) out["stages"][name] = stage.json();
+    reset_peak();
+    out["process_peak_mb"] = mb(process_peak);
+    out["rss_end_mb"] = mb(dermal::memory_status().current_rss_bytes);
+    out["threads"] = threads;
+    out["top1"] = explained.top[0].label;
+    std::cout << out.dump() << std::endl;
+    return 0;
+  } catch (const dermal::Error& e) {
+    fmt::print(stderr, "dermal_stages: {}: {}\n", dermal::error_code_name(e.code()), e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/python3
+"""dermal through its Python package, in one fresh process: a JPEG photo in,
+top classes and a JPEG Grad-CAM overlay out, as a Python web app calls it.
+
+    DERMAL_LIBRARY=build/capi/libdermal_c.so \
+        /usr/bin/python3 benchmarks/python_dermal.py MODEL PHOTO [--threads N] [--repeats N]
+
+The package is imported from capi/python unless it is installed.
+"""
+import os
+import sys
+import time
+
+import bench_common as common
+
+
+def main():
+    args = common.parse_args(__doc__.split("\n\n")[0])
+    sys.path.append(os.path.join(common.ROOT, "capi", "python"))
+    import dermal
+    baseline = common.memory()[0]
+    jpeg = open(args.photo, "rb").read()
+
+    started = time.perf_counter()
+    model = dermal.Model(args.model, threads=args.threads, gradcam=True)
+    load_ms = (time.perf_counter() - started) * 1e3
+    load_peak = common.memory()[1]
+
+    first = common.Stage()
+    result = first.run(lambda: model.predict(jpeg, gradcam=True, cam="gradcam"))
+    common.first_result()
+    for _ in range(args.warmup):
+        model.predict(jpeg, gradcam=False)
+        model.predict(jpeg, gradcam=True)
+    stages = {"predict": common.Stage(), "end_to_end_gradcam": common.Stage()}
+    for _ in range(args.repeats):
+        stages["predict"].run(lambda: model.predict(jpeg, gradcam=False))
+        stages["end_to_end_gradcam"].run(lambda: model.predict(jpeg, gradcam=True, cam="gradcam"))
+    common.report({
+        "baseline_rss_mb": baseline, "load_ms": load_ms, "load_peak_mb": load_peak,
+        "first_request_ms": first.milliseconds[0], "first_request_peak_mb": first.peak,
+        "stages": {name: stage.json() for name, stage in stages.items()},
+        "process_peak_mb": common.process_peak(), "rss_end_mb": common.memory()[0],
+        "threads": args.threads, "top1": result.top[0].label, "overlay_bytes": len(result.overlay),
+    })
+
+
+if __name__ == "__main__":
+    main()
