@@ -88,7 +88,7 @@ DERMAL_API const char* dermal_version_string(void);
 /* The status's name, e.g. "invalid_image"; a static string ("unknown" for a
  * number that is not a dermal_status). */
 DERMAL_API const char* dermal_status_name(dermal_status status);
-/* Why the last failed call on this thread failed; "" after a successful call.
+/* Why the last failed call on this thread failed; "" after one that returned DERMAL_OK.
  * Valid until the next dermal call on this thread. */
 DERMAL_API const char* dermal_last_error(void);
 /* The process's resident set (VmRSS) and its peak (VmHWM), in bytes. */
