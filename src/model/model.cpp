@@ -83,6 +83,15 @@ torch::jit::Module submodule(const torch::jit::Module& root, const std::string& 
   return module;
 }
 
+// Drops a module's own references to its tensors (recursively). A frozen
+// copy keeps the tensors it still uses; the rest (e.g. weights folded into
+// new ones) are freed now rather than when the whole network is dropped.
+void release_tensors(const torch::jit::Module& module) {
+  for (torch::jit::Module part : module.modules())
+    for (const auto& attribute : part.named_attributes(/*recurse=*/false))
+      if (attribute.value.isTensor()) part.setattr(attribute.name, torch::empty({0}));
+}
+
 std::string joined(const std::vector<std::string>& names) {
   return fmt::format("{}", fmt::join(names, ", "));
 }
@@ -116,11 +125,11 @@ std::shared_ptr<Network> load_network(const std::string& path, const LoadOptions
   const ModelDescription& d = network->description;
 
   network->cam_layer = options.cam_layer.empty() ? d.cam_layer : options.cam_layer;
-  const auto split = std::find(d.stages.begin(), d.stages.end(), network->cam_layer);
-  if (split == d.stages.end())
+  const std::size_t split = std::find(d.stages.begin(), d.stages.end(), network->cam_layer) - d.stages.begin();
+  if (split == d.stages.size())
     throw Error(ErrorCode::unknown_layer, fmt::format("CAM layer \"{}\" is not one of the model's stages: {}",
                                                       network->cam_layer, joined(d.stages)));
-  if (split + 1 == d.stages.end())
+  if (split + 1 == d.stages.size())
     throw Error(ErrorCode::unknown_layer,
                 fmt::format("CAM layer \"{}\" is the last stage: its output has no spatial map", network->cam_layer));
 
@@ -132,14 +141,19 @@ std::shared_ptr<Network> load_network(const std::string& path, const LoadOptions
   for (const auto& buffer : module.buffers()) network->weight_bytes += buffer.numel() * buffer.element_size();
 
   // Without Grad-CAM every stage is optimised; with it, those after the CAM layer stay differentiable.
-  const std::size_t optimised_count = options.gradcam ? static_cast<std::size_t>(split - d.stages.begin()) + 1
-                                                      : d.stages.size();
+  const std::size_t optimised_count = options.gradcam ? split + 1 : d.stages.size();
   for (std::size_t i = 0; i < d.stages.size(); ++i) {
-    torch::jit::Module frozen = torch::jit::freeze(submodule(module, d.stages[i]));
+    // Freezing folds batch norms into new weights; the originals are released
+    // before optimising makes the next copy, so at most two copies of one
+    // stage's weights exist at a time.
+    const torch::jit::Module stage = submodule(module, d.stages[i]);
+    torch::jit::Module frozen = torch::jit::freeze(stage);
+    release_tensors(stage);
+    malloc_trim(0);
     if (i < optimised_count) network->before.push_back(torch::jit::optimize_for_inference(frozen));
     else network->after.push_back(frozen);
   }
-  module = torch::jit::Module();  // the stages now hold the only copy of the weights
+  module = torch::jit::Module();
 
   // One forward of a blank image checks the description against the network.
   c10::InferenceMode inference;
