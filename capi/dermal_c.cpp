@@ -199,6 +199,15 @@ dermal_status dermal_load_options_set_max_pixels(dermal_load_options* options, u
   return guarded([&] { required(options, "options").options.decode.max_pixels = max_pixels; });
 }
 
+dermal_status dermal_load_options_set_max_concurrent(dermal_load_options* options, int max_concurrent,
+                                                     int queue_timeout_ms) {
+  return guarded([&] {
+    dermal_load_options& target = required(options, "options");
+    target.options.max_concurrent = max_concurrent;
+    target.options.queue_timeout_ms = queue_timeout_ms;
+  });
+}
+
 // ---- Predict options
 
 dermal_status dermal_predict_options_create(dermal_predict_options** options) {

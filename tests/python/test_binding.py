@@ -245,3 +245,25 @@ def test_offline_pip_install_bundles_the_library(dermal, tmp_path):
     output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                             env=dict(env, PYTHONPATH=str(target)), cwd=str(tmp_path)).stdout.split()
     assert output == [str(target / "dermal" / "libdermal_c.so"), "akiec"]
+
+
+def test_max_concurrent_turns_away_callers_that_cannot_wait(dermal, photo):
+    with dermal.Model(TINY, max_concurrent=1, queue_timeout=0) as limited:
+        outcomes = []
+
+        def call():
+            for _ in range(40):
+                try:
+                    limited.predict(photo, gradcam=True)
+                    outcomes.append("done")
+                except dermal.Busy as error:
+                    assert "inference slot" in str(error)
+                    outcomes.append("busy")
+
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(outcomes) == 160
+    assert "done" in outcomes and "busy" in outcomes

@@ -109,6 +109,10 @@ DERMAL_API dermal_status dermal_load_options_set_gradcam(dermal_load_options* op
 DERMAL_API dermal_status dermal_load_options_set_cam_layer(dermal_load_options* options, const char* layer);
 /* Photos with more pixels than this are refused before decoding. */
 DERMAL_API dermal_status dermal_load_options_set_max_pixels(dermal_load_options* options, uint64_t max_pixels);
+/* At most max_concurrent predictions run at once (0: no limit); the others
+ * wait up to queue_timeout_ms for a slot, then fail with DERMAL_BUSY. */
+DERMAL_API dermal_status dermal_load_options_set_max_concurrent(dermal_load_options* options, int max_concurrent,
+                                                                int queue_timeout_ms);
 
 /* ---- Predict options (defaults: top 3, Grad-CAM as loaded, "gradcam" for
  *      the top class, "jet", "jpeg" overlay at quality 90, alpha 0.45).

@@ -180,13 +180,16 @@ class Result:
 class Model:
     """A dermal model file. preload=False loads it at the first prediction;
     gradcam=False never computes heatmaps (less memory); cam_layer=None uses
-    the model's own CAM layer; photos over max_pixels are refused.
+    the model's own CAM layer; photos over max_pixels are refused. With
+    max_concurrent > 0, at most that many predictions run at once; others wait
+    up to queue_timeout seconds, then raise Busy.
 
     close() (or leaving a with block) frees the model; it waits for
     predictions in flight, and later calls raise ModelNotLoaded. unload()
     frees only the weights: the next prediction loads them again."""
 
-    def __init__(self, path, preload=True, threads=1, gradcam=True, cam_layer=None, max_pixels=40_000_000):
+    def __init__(self, path, preload=True, threads=1, gradcam=True, cam_layer=None, max_pixels=40_000_000,
+                 max_concurrent=0, queue_timeout=30.0):
         self._handle = None
         self._in_flight = 0
         self._idle = threading.Condition()
@@ -199,6 +202,7 @@ class Model:
                 lib.dermal_load_options_set_gradcam(options, bool(gradcam))
                 lib.dermal_load_options_set_cam_layer(options, None if cam_layer is None else cam_layer.encode())
                 lib.dermal_load_options_set_max_pixels(options, max_pixels)
+                lib.dermal_load_options_set_max_concurrent(options, max_concurrent, int(queue_timeout * 1000))
                 lib.dermal_model_load(os.fsencode(path), options, byref(handle))
             finally:
                 lib.dermal_load_options_free(options)

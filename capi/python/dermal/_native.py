@@ -95,6 +95,9 @@ def open_library(path):
     d("dermal_load_options_set_cam_layer", c_status, c_handle, c_char_p)
     # dermal_status dermal_load_options_set_max_pixels(dermal_load_options* options, uint64_t max_pixels);
     d("dermal_load_options_set_max_pixels", c_status, c_handle, c_uint64)
+    # dermal_status dermal_load_options_set_max_concurrent(dermal_load_options* options, int max_concurrent,
+    #                                                      int queue_timeout_ms);
+    d("dermal_load_options_set_max_concurrent", c_status, c_handle, c_int, c_int)
 
     # dermal_status dermal_predict_options_create(dermal_predict_options** options);
     d("dermal_predict_options_create", c_status, POINTER(c_handle))
