@@ -43,6 +43,28 @@ class NaNHead(nn.Module):
         return x.mean((2, 3))[:, :5] * float("nan")
 
 
+class MaskedStem(nn.Module):
+    """A stage whose forward wants a second input: not a plain image classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x, mask):
+        return torch.relu(self.conv(x * mask))
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = MaskedStem()
+        self.rest = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, len(LABELS)))
+
+    def forward(self, x, mask):
+        return self.head(self.rest(self.stem(x, mask)))
+
+
 def tiny_model(seed=0, **kwargs):
     torch.manual_seed(seed)
     model = Tiny(**kwargs)
@@ -135,6 +157,13 @@ def main(out):
     # A valid archive whose description is not valid JSON.
     torch.jit.save(torch.jit.script(model), str(out / "malformed_json.pt"),
                    _extra_files={dermal_model.DESCRIPTION_FILE: "{\"dermal_format\": 1,"})
+    # Networks that are not image classifiers: a 1x5x16x20 map out, a second input wanted.
+    save_unchecked(tiny_model(head=nn.Conv2d(16, len(LABELS), 1)), description(), out / "four_d_output.pt")
+    save_unchecked(TwoInputs(), description(stages=["stem", "rest", "head"], cam_layer="rest"), out / "two_inputs.pt")
+    # The tiny network at 512x512: one request's memory is large enough to measure.
+    large = description()
+    large["input"].update(width=512, height=512)
+    dermal_model.save(model, large, out / "tiny_512.pt")
     print(f"model fixtures written to {out}")
 
 

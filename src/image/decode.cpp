@@ -65,6 +65,23 @@ Error truncated(Format format, const std::string& where) {
   return Error(ErrorCode::invalid_image, fmt::format("truncated {} data: it ends {}", format_name(format), where));
 }
 
+// Refuses a DHT segment unless its tables fill it exactly, each with at most
+// 256 codes: stb_image (2.27) writes a larger table's code lengths past the
+// end of its array, and reads tables on past the segment's end.
+void check_huffman_tables(const std::uint8_t* body, std::size_t body_size) {
+  std::size_t pos = 0;
+  while (pos < body_size) {
+    if (body_size - pos < 17) throw Error(ErrorCode::invalid_image, "corrupt JPEG data: a Huffman table is cut short");
+    std::size_t codes = 0;
+    for (int i = 1; i <= 16; ++i) codes += body[pos + i];
+    if (codes > 256)
+      throw Error(ErrorCode::invalid_image,
+                  fmt::format("corrupt JPEG data: a Huffman table declares {} codes, over 256", codes));
+    pos += 17 + codes;
+  }
+  if (pos != body_size) throw Error(ErrorCode::invalid_image, "corrupt JPEG data: a Huffman table is cut short");
+}
+
 // Walks the JPEG marker segments from SOI to EOI, reading the frame size and
 // EXIF block. Refuses truncated data and the JPEG flavours stb_image does not decode.
 Header read_jpeg(const std::uint8_t* data, std::size_t size) {
@@ -96,6 +113,7 @@ Header read_jpeg(const std::uint8_t* data, std::size_t size) {
       header.height = big_endian_16(body + 1);
       header.width = big_endian_16(body + 3);
     }
+    if (marker == 0xC4) check_huffman_tables(body, body_size);
     if (marker == 0xE1 && header.exif == nullptr && body_size > 6 && std::memcmp(body, "Exif\0\0", 6) == 0) {
       header.exif = body + 6;
       header.exif_size = body_size - 6;

@@ -6,7 +6,7 @@ extern "C" {
 
 /* Decodes to 8-bit RGB (gray, alpha, palette and 16-bit converted); NULL on failure. */
 unsigned char* stbd_load_rgb(const unsigned char* data, int size, int* width, int* height);
-/* Why the last call on this thread failed. */
+/* Why the last stbd_load_rgb on this thread failed; never NULL. */
 const char* stbd_failure_reason(void);
 void stbd_free(void* pixels);
 

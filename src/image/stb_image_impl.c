@@ -13,9 +13,13 @@
 
 unsigned char* stbd_load_rgb(const unsigned char* data, int size, int* width, int* height) {
   int channels = 0;
+  stbi__g_failure_reason = NULL; /* some failures (a bad deflate block type) set no reason */
   return stbi_load_from_memory(data, size, width, height, &channels, 3);
 }
 
-const char* stbd_failure_reason(void) { return stbi_failure_reason(); }
+/* Never NULL, and never a reason left over from an earlier call on this thread. */
+const char* stbd_failure_reason(void) {
+  return stbi_failure_reason() != NULL ? stbi_failure_reason() : "corrupt data";
+}
 
 void stbd_free(void* pixels) { stbi_image_free(pixels); }

@@ -1,0 +1,243 @@
+// One model under many threads, and the resident set over many requests.
+// Quick by default; DERMAL_LONG_TESTS=1 runs ten times as many requests.
+// Measured figures are printed with WARN so that they appear in the log.
+#include <catch2/catch.hpp>
+
+#include <malloc.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <thread>
+
+#include "dermal/dermal.hpp"
+
+using dermal::ErrorCode;
+
+namespace {
+
+const std::string kModels = DERMAL_MODEL_FIXTURES;
+const std::string kBadInputs = DERMAL_BAD_INPUTS;
+constexpr double kMB = 1024.0 * 1024.0;
+
+bool long_mode() {
+  const char* value = std::getenv("DERMAL_LONG_TESTS");
+  return value != nullptr && std::string(value) == "1";
+}
+
+std::vector<std::uint8_t> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE(in);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// A smooth, textured synthetic photo encoded as JPEG.
+std::vector<std::uint8_t> synthetic_jpeg(int width, int height) {
+  dermal::Image image;
+  image.width = width;
+  image.height = height;
+  image.rgb.resize(static_cast<std::size_t>(width) * height * 3);
+  for (int y = 0; y < height; ++y)
+    for (int x = 0; x < width; ++x) {
+      std::uint8_t* p = &image.rgb[(static_cast<std::size_t>(y) * width + x) * 3];
+      p[0] = static_cast<std::uint8_t>(x * 255 / width);
+      p[1] = static_cast<std::uint8_t>(y * 255 / height);
+      p[2] = static_cast<std::uint8_t>((x * 7 + y * 13) % 97 + 80);
+    }
+  return dermal::encode_image(image, dermal::ImageFormat::jpeg, 85);
+}
+
+double rss_mb() { return dermal::memory_status().current_rss_bytes / kMB; }
+double peak_mb() { return dermal::memory_status().peak_rss_bytes / kMB; }
+
+// Resets the peak (VmHWM) to the current resident set.
+void reset_peak() {
+  std::ofstream("/proc/self/clear_refs") << "5";
+}
+
+// What one request gave: an error code, or the scores and maps.
+struct Outcome {
+  ErrorCode code = ErrorCode::ok;
+  std::vector<float> probabilities;
+  std::vector<std::vector<float>> cams;
+  std::vector<std::vector<std::uint8_t>> overlays;
+
+  bool operator==(const Outcome& other) const {
+    return code == other.code && probabilities == other.probabilities && cams == other.cams &&
+           overlays == other.overlays;
+  }
+};
+
+Outcome run(dermal::Model& model, const std::vector<std::uint8_t>& photo, const dermal::PredictOptions& options) {
+  Outcome outcome;
+  try {
+    dermal::Prediction prediction = model.predict(photo.data(), photo.size(), options);
+    outcome.probabilities = std::move(prediction.probabilities);
+    for (dermal::Explanation& cam : prediction.cams) {
+      outcome.cams.push_back(std::move(cam.full.values));
+      outcome.overlays.push_back(std::move(cam.overlay));
+    }
+  } catch (const dermal::Error& e) {
+    outcome.code = e.code();
+  }
+  return outcome;
+}
+
+// Good and bad photos, with and without Grad-CAM: what a busy web app sees.
+struct Mix {
+  std::vector<std::vector<std::uint8_t>> photos;
+  std::vector<dermal::PredictOptions> options;
+  std::size_t size() const { return photos.size() * options.size(); }
+  const std::vector<std::uint8_t>& photo(std::size_t i) const { return photos[i % photos.size()]; }
+  const dermal::PredictOptions& option(std::size_t i) const { return options[i / photos.size()]; }
+};
+
+Mix request_mix() {
+  Mix mix;
+  mix.photos.push_back(read_file(kModels + "/tiny_input.png"));
+  mix.photos.push_back(synthetic_jpeg(96, 64));
+  for (const char* name : {"one_pixel.jpg", "progressive.jpg", "interlaced.png", "empty.jpg", "truncated_jpeg_in_scan.jpg",
+                           "cmyk.jpg", "huge_declared.png", "bad_zlib_stream.png", "photo.webp"})
+    mix.photos.push_back(read_file(kBadInputs + "/" + name));
+  dermal::PredictOptions plain;
+  plain.gradcam = false;
+  dermal::PredictOptions gradcam;
+  gradcam.gradcam = true;
+  dermal::PredictOptions two_maps;
+  two_maps.cam = dermal::CamMethod::gradcam_plus_plus;
+  two_maps.cam_top_k = 2;
+  two_maps.overlay_format = dermal::ImageFormat::png;
+  mix.options = {plain, gradcam, two_maps};
+  return mix;
+}
+
+}  // namespace
+
+TEST_CASE("8 threads of mixed requests give exactly the sequential results", "[model][threads]") {
+  dermal::Model model(kModels + "/tiny.pt");
+  const Mix mix = request_mix();
+  std::vector<Outcome> sequential;
+  for (std::size_t i = 0; i < mix.size(); ++i) sequential.push_back(run(model, mix.photo(i), mix.option(i)));
+  int good = 0;
+  for (const Outcome& outcome : sequential) good += outcome.code == ErrorCode::ok;
+  REQUIRE(good == 15);  // 5 good photos x 3 option sets; the 6 bad ones are refused
+
+  const int per_thread = long_mode() ? 2000 : 200;
+  std::atomic<int> same{0}, different{0}, errors{0}, other_failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] {
+      for (int r = 0; r < per_thread; ++r) {
+        const std::size_t i = (static_cast<std::size_t>(t) * 7 + r * 13) % mix.size();
+        try {
+          const Outcome outcome = run(model, mix.photo(i), mix.option(i));
+          (outcome == sequential[i] ? same : different)++;
+          errors += outcome.code != ErrorCode::ok;
+        } catch (...) {
+          ++other_failures;  // anything but dermal::Error
+        }
+      }
+    });
+  for (std::thread& thread : threads) thread.join();
+  WARN("8 threads x " << per_thread << " requests: " << same << " identical to sequential, " << different
+                      << " different, " << errors << " clean errors, " << other_failures << " other failures");
+  CHECK(same == 8 * per_thread);
+  CHECK(different == 0);
+  CHECK(other_failures == 0);
+  CHECK(errors > 0);
+}
+
+TEST_CASE("with max_concurrent, the peak resident set is bounded by the slots", "[model][threads][memory]") {
+  // glibc raises its mmap threshold to the largest block freed so far (up to
+  // 32 MB) and then keeps up to twice that at the top of each thread's arena,
+  // which malloc_trim does not hand back: with 8 threads, 2 slots peaked at
+  // idle + 4.5 requests. A fixed threshold (as MALLOC_MMAP_THRESHOLD_=1048576
+  // would set) sends tensors straight back to the system when freed.
+  REQUIRE(mallopt(M_MMAP_THRESHOLD, 1 << 20) == 1);
+  constexpr int kSlots = 2;
+  dermal::LoadOptions load;
+  load.max_concurrent = kSlots;
+  load.queue_timeout_ms = 600000;
+  dermal::Model model(kModels + "/tiny_512.pt", load);
+  const std::vector<std::uint8_t> photo = synthetic_jpeg(640, 480);
+  dermal::PredictOptions options;
+  options.gradcam = true;
+  const int per_thread = long_mode() ? 25 : 3;
+  auto burst = [&](int requests) {
+    std::atomic<int> served{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t)
+      threads.emplace_back([&] {
+        for (int r = 0; r < requests; ++r) served += !model.predict(photo.data(), photo.size(), options).top.empty();
+      });
+    for (std::thread& thread : threads) thread.join();
+    return served.load();
+  };
+  burst(1);  // warm-up: LibTorch's lazy set-up, thread stacks, malloc arenas
+  malloc_trim(0);
+
+  reset_peak();
+  const double idle = rss_mb();
+  model.predict(photo.data(), photo.size(), options);
+  const double increment = peak_mb() - idle;
+
+  reset_peak();
+  const double before = rss_mb();
+  CHECK(burst(per_thread) == 8 * per_thread);
+  const double peak = peak_mb();
+  const double bound = idle + kSlots * increment + 10;
+  WARN("tiny_512, " << kSlots << " slots, 8 threads x " << per_thread << " requests: idle " << idle
+                    << " MB, one request +" << increment << " MB, peak " << peak << " MB (from " << before
+                    << "), bound " << bound << " MB");
+  CHECK(increment > 10);  // a request's memory is measurable with this model
+  CHECK(peak <= bound);
+}
+
+TEST_CASE("many requests leave the resident set where it was", "[model][memory]") {
+  dermal::Model model(kModels + "/tiny.pt");
+  Mix mix = request_mix();
+  mix.photos.push_back(synthetic_jpeg(640, 480));  // a phone-sized photo and its full-size overlay
+  auto serve = [&](int requests) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&, t] {
+        for (int r = t; r < requests; r += 4) run(model, mix.photo(r % mix.size()), mix.option(r % mix.size()));
+      });
+    for (std::thread& thread : threads) thread.join();
+  };
+  serve(100);  // warm-up
+  const double before = rss_mb();
+  const int requests = long_mode() ? 2000 : 300;
+  serve(requests);
+  const double after = rss_mb();
+  WARN(requests << " requests: resident set " << before << " MB before, " << after << " MB after, drift "
+                << after - before << " MB");
+  CHECK(after - before <= 5);
+}
+
+TEST_CASE("after one very large photo the resident set returns near where it was", "[model][memory]") {
+  dermal::Model model(kModels + "/tiny.pt");
+  const std::vector<std::uint8_t> huge = synthetic_jpeg(6000, 4000);
+  const std::vector<std::uint8_t> small = synthetic_jpeg(96, 64);
+  dermal::PredictOptions options;
+  options.gradcam = true;
+  for (int i = 0; i < 5; ++i) model.predict(small.data(), small.size(), options);
+  malloc_trim(0);
+  const double before = rss_mb();
+  reset_peak();
+  {
+    const dermal::Prediction prediction = model.predict(huge.data(), huge.size(), options);
+    CHECK(prediction.cams.at(0).full.width == 6000);
+  }
+  const double peak = peak_mb();
+  const double after = rss_mb();  // the caller has dropped the result
+  model.predict(small.data(), small.size(), options);
+  const double after_next = rss_mb();
+  WARN("6000x4000 JPEG (" << huge.size() / kMB << " MB): resident set " << before << " MB before, peak " << peak
+                          << " MB, " << after << " MB after, " << after_next
+                          << " MB after the next small request");
+  CHECK(peak - before > 100);  // the photo really was large in memory
+  CHECK(after - before <= 10);
+  CHECK(after_next - before <= 10);
+}
