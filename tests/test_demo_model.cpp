@@ -29,6 +29,7 @@ std::vector<Sample> held_out_samples() {
   std::getline(csv, line);  // header: file,label,mask
   std::vector<Sample> samples;
   while (std::getline(csv, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // Python's csv module ends rows with \r\n
     std::istringstream fields(line);
     Sample sample;
     std::getline(fields, sample.photo, ',');

@@ -186,8 +186,8 @@ class Model {
   // under concurrent first calls reads it once).
   int load_count() const;
 
-  // The description; loads the model if it is not loaded.
-  const ModelDescription& description();
+  // A copy of the description; loads the model if it is not loaded.
+  ModelDescription description();
   // The CAM layer in use (the description's or the one chosen at load).
   std::string cam_layer() const;
   // Bytes of the loaded weights and buffers; 0 when unloaded.

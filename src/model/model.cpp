@@ -338,7 +338,7 @@ int Model::load_count() const {
   return impl_->load_count;
 }
 
-const ModelDescription& Model::description() { return impl_->acquire()->description; }
+ModelDescription Model::description() { return impl_->acquire()->description; }
 
 std::string Model::cam_layer() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
@@ -377,12 +377,14 @@ Prediction Model::predict_upright(const Image& photo, const PredictOptions& opti
     Prediction result;
     torch::Tensor x = torch::from_blob(input.data(), {1, 3, d.input_height, d.input_width});
     torch::Tensor activation, logits;
+    const bool needs_gradient = want_cam && options.cam != CamMethod::eigencam;
     if (want_cam) {
       {
         torch::NoGradGuard no_grad;  // not InferenceMode: the activation must be able to require grad
         activation = run_stages(network->before, x);
       }
-      activation.requires_grad_(true);
+      torch::AutoGradMode record(needs_gradient);  // only the stages after the CAM layer are recorded
+      activation.requires_grad_(needs_gradient);
       logits = run_stages(network->after, activation);
     } else {
       c10::InferenceMode inference;
@@ -402,11 +404,10 @@ Prediction Model::predict_upright(const Image& photo, const PredictOptions& opti
       const std::vector<int> classes = classes_to_explain(options, order, d);
       for (std::size_t i = 0; i < classes.size(); ++i) {
         torch::Tensor gradient;
-        if (options.cam != CamMethod::eigencam) {
+        if (needs_gradient) {
           const bool more_to_come = i + 1 < classes.size();
-          gradient = torch::autograd::grad({logits[0][classes[i]]}, {activation}, {}, more_to_come)[0];
+          gradient = torch::autograd::grad({logits[0][classes[i]]}, {activation}, {}, more_to_come)[0][0];
         }
-        if (gradient.defined()) gradient = gradient[0];
         const NormalizedMap normalized = normalize_map(cam_map(options.cam, activation.detach()[0], gradient));
         Explanation explanation;
         explanation.class_index = classes[i];
