@@ -17,10 +17,11 @@ LIBRARY = os.path.join(BUILD, "capi", "libdermal_c.so")
 DEMO_MODEL = os.path.join(ROOT, "examples", "data", "demo-model.pt")
 SAMPLES = os.path.join(ROOT, "examples", "data", "samples")
 
-if not os.path.exists(LIBRARY):
-    pytest.skip(f"{LIBRARY} is not built (bash tools/setup.sh --build)", allow_module_level=True)
-if not os.path.exists(DEMO_MODEL):
-    pytest.skip(f"{DEMO_MODEL} is not there yet", allow_module_level=True)
+# Missing prerequisites fail the run (never skip).
+for needed, remedy in [(LIBRARY, "build first: bash tools/setup.sh --build"),
+                       (DEMO_MODEL, "the bundled demo model is missing from examples/data")]:
+    if not os.path.exists(needed):
+        pytest.fail(f"{needed} is missing; {remedy}", pytrace=False)
 os.environ.setdefault("DERMAL_LIBRARY", LIBRARY)
 os.environ["DJANGO_SETTINGS_MODULE"] = "dermal_site.settings"
 sys.path[:0] = [os.path.join(ROOT, "capi", "python"), os.path.join(ROOT, "examples", "django")]
