@@ -101,6 +101,12 @@ def bmp(width, height, compression=0, pixel_bytes=b""):
     return b"BM" + struct.pack("<IHHI", 14 + 40 + len(pixel_bytes), 0, 0, 54) + header + pixel_bytes
 
 
+def os2_bmp(width, height, pixel_bytes=b""):
+    """An OS/2 1.x BMP (12-byte header, 16-bit sizes), 24 bits per pixel."""
+    header = struct.pack("<IHHHH", 12, width, height, 1, 24)
+    return b"BM" + struct.pack("<IHHI", 14 + 12 + len(pixel_bytes), 0, 0, 26) + header + pixel_bytes
+
+
 def cases():
     """(file name, bytes, expected status, decoded size or None)."""
     jpeg = encoded(photo(24, 16), "JPEG", quality=90)
@@ -121,6 +127,7 @@ def cases():
         ("truncated_png_in_idat.png", png_rgb[:len(png_rgb) // 2], "invalid_image", None),
         ("truncated_png_no_iend.png", png_rgb[:-12], "invalid_image", None),
         ("truncated_bmp_rows.bmp", encoded(photo(8, 8), "BMP")[:-40], "invalid_image", None),
+        ("truncated_os2.bmp", os2_bmp(64, 64, b"\x80" * 90), "invalid_image", None),
         # Sizes: empty, tiny (valid), declared far too large.
         ("zero_by_zero.png", png(0, 0, b""), "invalid_image", None),
         ("zero_height.jpg", replace_sof(jpeg, body=sof_body[:1] + b"\x00\x00" + sof_body[3:]), "invalid_image", None),
@@ -132,7 +139,7 @@ def cases():
         ("width_2_to_32_minus_1.png", png(0xFFFFFFFF, 1, b"\x00" * 64), "image_too_large", None),
         ("huge_declared.jpg", replace_sof(jpeg, body=sof_body[:1] + b"\xff\xff\xff\xff" + sof_body[5:]),
          "image_too_large", None),
-        ("huge_declared_rle.bmp", bmp(100000, 100000, compression=1, pixel_bytes=b"\x00\x01"), "image_too_large", None),
+        ("huge_declared_os2.bmp", os2_bmp(65535, 65535), "invalid_image", None),
         ("huge_declared_rows_missing.bmp", bmp(30000, 30000, pixel_bytes=b"\x00" * 64), "invalid_image", None),
         # Valid flavours that must decode.
         ("rgb16.png", rgb16_png(), "ok", (4, 3)),
@@ -169,6 +176,8 @@ def cases():
         ("animation.gif", encoded(photo(8, 8), "GIF"), "unsupported_image", None),
         ("photo.webp", encoded(photo(8, 8), "WEBP"), "unsupported_image", None),
         ("photo.tiff", encoded(photo(8, 8), "TIFF"), "unsupported_image", None),
+        ("unknown_compression.bmp", bmp(8, 8, compression=0x8A32FA4D, pixel_bytes=b"\x00" * 200), "invalid_image", None),
+        ("rle_compressed.bmp", bmp(8, 8, compression=1, pixel_bytes=b"\x00\x01"), "unsupported_image", None),
         ("photo.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 32, "unsupported_image", None),
     ]
 

@@ -151,25 +151,33 @@ Header read_png(const std::uint8_t* data, std::size_t size) {
   }
 }
 
-// Reads a BMP's size; checks that an uncompressed BMP holds all the rows it declares.
+// Reads a BMP's size; refuses compressed BMPs and checks that the BMP holds
+// all the rows it declares (stb_image would pad missing rows with black).
 Header read_bmp(const std::uint8_t* data, std::size_t size) {
   Header header;
   if (size < 26) throw truncated(Format::bmp, "inside the header");
   const std::uint32_t pixel_offset = little_endian_32(data + 10);
   const std::uint32_t header_size = little_endian_32(data + 14);
-  if (header_size < 40) {  // OS/2 1.x header: 16-bit sizes; the rest is left to the decoder
-    header.width = data[18] | data[19] << 8;
-    header.height = data[20] | data[21] << 8;
-    return header;
+  std::int64_t width = 0, height = 0;
+  std::uint32_t bits = 0;
+  if (header_size < 40) {  // OS/2 1.x header: 16-bit sizes, never compressed
+    width = data[18] | data[19] << 8;
+    height = data[20] | data[21] << 8;
+    bits = data[24] | data[25] << 8;
+  } else {
+    if (size < 34) throw truncated(Format::bmp, "inside the header");
+    width = static_cast<std::int32_t>(little_endian_32(data + 18));
+    height = static_cast<std::int32_t>(little_endian_32(data + 22));
+    bits = data[28] | data[29] << 8;
+    const std::uint32_t compression = little_endian_32(data + 30);
+    if (compression > 6)
+      throw Error(ErrorCode::invalid_image, fmt::format("corrupt BMP data: unknown compression type {}", compression));
+    if (compression != 0 && compression != 3)  // RLE, JPEG, PNG or alpha bit fields
+      throw Error(ErrorCode::unsupported_image,
+                  fmt::format("compressed BMP (compression type {}) is not supported", compression));
   }
-  if (size < 34) throw truncated(Format::bmp, "inside the header");
-  const std::int64_t width = static_cast<std::int32_t>(little_endian_32(data + 18));
-  const std::int64_t height = static_cast<std::int32_t>(little_endian_32(data + 22));
   header.width = width;
   header.height = height < 0 ? -height : height;
-  const std::uint32_t bits = data[28] | data[29] << 8;
-  const std::uint32_t compression = little_endian_32(data + 30);
-  if (compression != 0 && compression != 3) return header;
   if (width <= 0 || height == 0 || bits == 0) return header;  // refused below with its own reason
   const std::uint64_t row_bytes = ((static_cast<std::uint64_t>(bits) * width + 31) / 32) * 4;
   if (pixel_offset > size || row_bytes > (size - pixel_offset) / static_cast<std::uint64_t>(header.height))

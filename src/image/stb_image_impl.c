@@ -9,6 +9,8 @@
 #define STBI_ONLY_BMP
 #include <stb_image.h>
 
+#include <string.h>
+
 #include "image/stb_decode.h"
 
 unsigned char* stbd_load_rgb(const unsigned char* data, int size, int* width, int* height) {
@@ -17,9 +19,12 @@ unsigned char* stbd_load_rgb(const unsigned char* data, int size, int* width, in
   return stbi_load_from_memory(data, size, width, height, &channels, 3);
 }
 
-/* Never NULL, and never a reason left over from an earlier call on this thread. */
+/* Never NULL, and never a reason left over from an earlier call on this thread
+   or from stb's PNG signature test, which runs before its JPEG and BMP decoders
+   (some of whose failures set no reason of their own). */
 const char* stbd_failure_reason(void) {
-  return stbi_failure_reason() != NULL ? stbi_failure_reason() : "corrupt data";
+  const char* reason = stbi_failure_reason();
+  return reason == NULL || strcmp(reason, "bad png sig") == 0 ? "corrupt data" : reason;
 }
 
 void stbd_free(void* pixels) { stbi_image_free(pixels); }
