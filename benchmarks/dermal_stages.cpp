@@ -134,6 +134,7 @@ int main(int argc, char** argv) {
         dermal::preprocess(decoded, description);
       });
       stages["predict"].run([&] { model.predict(photo, plain); });
+      stages["end_to_end_predict"].run([&] { model.predict(jpeg.data(), jpeg.size(), plain); });
       stages["predict_gradcam"].run([&] { model.predict(photo, cam_only); });
       stages["overlay_render_encode"].run([&] {
         dermal::encode_image(dermal::render_overlay(photo, explained.cams[0].full, end_to_end.colormap,

@@ -24,6 +24,8 @@ def eager_model(path, description):
     scripted = torch.jit.load(path)
     arch = description["name"]
     if arch not in export_model.ARCHITECTURES:
+        for parameter in scripted.parameters():
+            parameter.requires_grad_(True)
         return scripted.eval(), False
     model, _ = export_model.chain_of(arch, export_model.build_torchvision(arch, len(description["labels"])))
     model.load_state_dict(scripted.state_dict())

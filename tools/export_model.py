@@ -5,6 +5,7 @@
         --labels akiec,bcc,bkl,df,mel,nv,vasc --size 300 \
         (--checkpoint model.pth | --seed 0) --out model.pt \
         [--cam-layer features.6] [--resize stretch|center_crop] [--calibrate-bn N]
+        [--precision fp32|bf16]
 
 The network is rearranged (not changed) into nested Sequentials whose children
 keep torchvision's names, so that running the stages in order equals the
@@ -237,6 +238,27 @@ def calibrate_batchnorm(model, images, batch):
         m.eval()
 
 
+class Bfloat16Stage(nn.Module):
+    """A stage whose weights and arithmetic are bfloat16: takes and returns
+    float32, so that the stages around it, the CAM layer and the head are
+    unaffected."""
+
+    def __init__(self, stage):
+        super().__init__()
+        self.stage = stage.to(torch.bfloat16)
+
+    def forward(self, x):
+        return self.stage(x.to(torch.bfloat16)).to(torch.float32)
+
+
+def to_bfloat16_before(model, stages, cam_layer):
+    """Replaces each stage before `cam_layer` by its Bfloat16Stage, in place."""
+    for name in stages[:stages.index(cam_layer)]:
+        parent, _, child = name.rpartition(".")
+        holder = dermal_model.submodule(model, parent) if parent else model
+        setattr(holder, child, Bfloat16Stage(getattr(holder, child)))
+
+
 def normalize(images):
     mean = torch.tensor(dermal_model.IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(dermal_model.IMAGENET_STD).view(1, 3, 1, 1)
@@ -261,6 +283,11 @@ def parse_args(argv):
                         help=f"recalibrate BatchNorm statistics on N batches of "
                              f"{CALIBRATION_BATCH} images (default: "
                              f"{DEFAULT_CALIBRATION_BATCHES} with --seed, 0 with --checkpoint)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="bf16: the stages before the CAM layer compute in bfloat16 "
+                             "(half their weight bytes); the CAM layer and the head stay "
+                             "float32. Top-1 may change: check it with "
+                             "benchmarks/precision_agreement.py (97%% on the reference model)")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: "
                         "torch's; more speed up calibration on an idle machine only)")
     args = parser.parse_args(argv)
@@ -301,6 +328,9 @@ def export(args):
         calibrate_batchnorm(model, normalize(images), CALIBRATION_BATCH)
         summary.append(f"BatchNorm recalibrated on {len(images)} images ({source})")
 
+    if args.precision == "bf16":
+        to_bfloat16_before(model, stages, cam_layer)
+        summary.append(f"stages before {cam_layer} converted to bfloat16")
     dermal_model.save(model, description, args.out)
     parameters = sum(p.numel() for p in model.parameters())
     summary.append(f"wrote {args.out}: {os.path.getsize(args.out) / 1e6:.1f} MB, "

@@ -1,0 +1,295 @@
+#!/usr/bin/python3
+"""Runs every benchmark configuration, each in its own fresh process, on one
+photo, and writes benchmarks/results/{results.json,results.md,chart.png}.
+Called by benchmarks/run.sh, which builds the programs and prepares the
+models and the photo first.
+
+    /usr/bin/python3 benchmarks/run.py --photo P --reference M [--bf16 M] [--demo M]
+        [--threads 1,2] [--repeats 15] [--gradcam-repeats 5]
+    /usr/bin/python3 benchmarks/run.py --render-only   # results.md, chart.png again from results.json
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.path.join(ROOT, "build")
+RESULTS = os.path.join(HERE, "results")
+PYTHON = "/usr/bin/python3"
+
+# Targets (reference model, 1 thread).
+MAX_OVER_FLOOR = 1.3
+MIN_SPEEDUP = 15.0
+MAX_PEAK_CPP_MB = 330.0
+MAX_PEAK_PYTHON_MB = 360.0
+MIN_AGREEMENT = 0.99
+
+# key → (label, command before "MODEL PHOTO", Grad-CAM?)
+PROGRAMS = {
+    "dermal_cpp": ("dermal, C++", [os.path.join(BUILD, "benchmarks", "dermal_stages")], True),
+    "dermal_python": ("dermal, Python package", [PYTHON, os.path.join(HERE, "python_dermal.py")], True),
+    "torch_gradcam": ("Python torch, full-graph Grad-CAM",
+                      [PYTHON, os.path.join(HERE, "python_torch_gradcam.py")], True),
+    "torch_optimized": ("Python torch, frozen + optimized, no Grad-CAM",
+                        [PYTHON, os.path.join(HERE, "python_torch_optimized.py")], False),
+    "bare_forward": ("LibTorch bare forward (floor)", [os.path.join(BUILD, "benchmarks", "bare_forward")], False),
+}
+REDUCED_PROGRAMS = ["dermal_cpp", "dermal_python", "bare_forward"]
+
+
+def run_one(program, model, photo, threads, repeats, warmup):
+    """Runs one configuration in a fresh process; returns its JSON report plus
+    cold_start_ms, the time from spawning it to its "first-result" line."""
+    env = dict(os.environ, DERMAL_LIBRARY=os.path.join(BUILD, "capi", "libdermal_c.so"),
+               OMP_NUM_THREADS=str(threads))
+    command = PROGRAMS[program][1] + [model, photo, "--threads", str(threads),
+                                      "--repeats", str(repeats), "--warmup", str(warmup)]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    cold_start_ms = None
+    lines = []
+    for line in process.stdout:
+        if line.strip() == "first-result" and cold_start_ms is None:
+            cold_start_ms = (time.perf_counter() - started) * 1e3
+        else:
+            lines.append(line)
+    stderr = process.stderr.read()
+    if process.wait() != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{stderr[-2000:]}")
+    report = json.loads(lines[-1])
+    report["cold_start_ms"] = cold_start_ms
+    return report
+
+
+def stage(report, name):
+    return report.get("stages", {}).get(name, {})
+
+
+def summarize(program, report):
+    """The figures every configuration shares (None where they do not apply)."""
+    stages = report.get("stages", {})
+    if program == "bare_forward":
+        predict = report["forward_median_ms"]
+    else:
+        predict = stage(report, "end_to_end_predict").get("median_ms")
+    request_peaks = [s["peak_mb"] for s in stages.values()] + [report["first_request_peak_mb"]] \
+        if "first_request_peak_mb" in report else [s["peak_mb"] for s in stages.values()]
+    return {
+        "load_ms": report["load_ms"],
+        "cold_start_ms": report["cold_start_ms"],
+        "predict_ms": predict,
+        "gradcam_ms": stage(report, "end_to_end_gradcam").get("median_ms"),
+        "load_peak_mb": report["load_peak_mb"],
+        "request_peak_mb": max(request_peaks) if request_peaks else None,
+        "process_peak_mb": report["process_peak_mb"],
+    }
+
+
+def agreement(reference, reduced):
+    """precision_agreement.py's report, cached next to the reduced model."""
+    cache = reduced + ".agreement.json"
+    if os.path.exists(cache) and os.path.getmtime(cache) > max(os.path.getmtime(reduced),
+                                                                 os.path.getmtime(reference)):
+        with open(cache) as f:
+            return json.load(f)
+    output = subprocess.run([PYTHON, os.path.join(HERE, "precision_agreement.py"), reference, reduced],
+                            check=True, capture_output=True, text=True).stdout
+    with open(cache, "w") as f:
+        f.write(output)
+    return json.loads(output)
+
+
+def fmt(value, digits=0, scale=1.0):
+    return "–" if value is None else f"{value * scale:,.{digits}f}"
+
+
+def targets(results):
+    """[(description, figure, met)] for the reference model at 1 thread."""
+    def get(program):
+        return results.get(f"reference/{program}/1", {}).get("summary")
+    cpp, python, full, floor = get("dermal_cpp"), get("dermal_python"), get("torch_gradcam"), get("bare_forward")
+    out = []
+    if cpp and floor:
+        ratio = cpp["gradcam_ms"] / floor["predict_ms"]
+        out.append((f"dermal end-to-end Grad-CAM ≤ {MAX_OVER_FLOOR} × bare optimized forward",
+                    f"{cpp['gradcam_ms']:.0f} / {floor['predict_ms']:.0f} ms = {ratio:.2f}×", ratio <= MAX_OVER_FLOOR))
+    if cpp and full:
+        speedup = full["gradcam_ms"] / cpp["gradcam_ms"]
+        out.append((f"dermal ≥ {MIN_SPEEDUP:.0f}× faster than Python full-graph Grad-CAM (end to end)",
+                    f"{full['gradcam_ms']:.0f} / {cpp['gradcam_ms']:.0f} ms = {speedup:.1f}×", speedup >= MIN_SPEEDUP))
+    if cpp:
+        out.append((f"peak RSS, dermal Grad-CAM in C++ ≤ {MAX_PEAK_CPP_MB:.0f} MB (whole process, load included)",
+                    f"{cpp['process_peak_mb']:.0f} MB (load {cpp['load_peak_mb']:.0f}, "
+                    f"requests {cpp['request_peak_mb']:.0f})", cpp["process_peak_mb"] <= MAX_PEAK_CPP_MB))
+    if python:
+        out.append((f"peak RSS, dermal Grad-CAM through Python ≤ {MAX_PEAK_PYTHON_MB:.0f} MB (whole process)",
+                    f"{python['process_peak_mb']:.0f} MB (load {python['load_peak_mb']:.0f}, "
+                    f"requests {python['request_peak_mb']:.0f})", python["process_peak_mb"] <= MAX_PEAK_PYTHON_MB))
+    return out
+
+
+def markdown(meta, results, reduced, target_lines):
+    lines = [f"# dermal benchmarks", "",
+             f"{meta['date']}, {meta['cpu']}, {meta['cores']} cores, LibTorch/torch {meta['torch']}. "
+             f"Photo: {meta['photo']} ({meta['photo_bytes']:,} bytes, 1024×768 JPEG). Each row is one fresh "
+             f"process; latencies are medians of {meta['repeats']} runs after warm-up "
+             f"({meta['gradcam_repeats']} for the full-graph Python Grad-CAM); peaks are VmHWM.", "",
+             "*predict*: JPEG bytes in → probabilities (bare forward: preprocessed tensor in). "
+             "*Grad-CAM*: JPEG bytes in → probabilities + JPEG overlay out. *cold start*: process start → "
+             "first result (Grad-CAM where the configuration does it), timed from outside. "
+             "*request peak*: highest VmHWM while serving requests; *process peak*: whole run, load included.", "",
+             "| model | configuration | threads | load (s) | cold start (s) | predict (ms) | Grad-CAM (ms) "
+             "| load peak (MB) | request peak (MB) | process peak (MB) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, entry in results.items():
+        s = entry["summary"]
+        lines.append(f"| {entry['model']} | {PROGRAMS[entry['program']][0]} | {entry['threads']} "
+                     f"| {fmt(s['load_ms'], 2, 1e-3)} | {fmt(s['cold_start_ms'], 2, 1e-3)} | {fmt(s['predict_ms'])} "
+                     f"| {fmt(s['gradcam_ms'])} | {fmt(s['load_peak_mb'])} | {fmt(s['request_peak_mb'])} "
+                     f"| {fmt(s['process_peak_mb'])} |")
+    lines += ["", "## dermal in C++, stage by stage", "",
+              "Median ms (peak MB while the stage ran). *predict* and *predict + Grad-CAM* start from the "
+              "decoded photo and include preprocessing; *overlay* is colouring, blending and JPEG encoding.", "",
+              "| model | threads | decode + preprocess | predict | predict + Grad-CAM | overlay | end to end |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for entry in results.values():
+        if entry["program"] != "dermal_cpp":
+            continue
+        cells = [f"{fmt(stage(entry['report'], n).get('median_ms'))} ({fmt(stage(entry['report'], n).get('peak_mb'))})"
+                 for n in ("decode_preprocess", "predict", "predict_gradcam", "overlay_render_encode",
+                           "end_to_end_gradcam")]
+        lines.append(f"| {entry['model']} | {entry['threads']} | " + " | ".join(cells) + " |")
+    if reduced:
+        lines += ["", "## Reduced precision", "",
+                  f"Top-1 agreement with the float32 export on generated lesion photos; kept if ≥ "
+                  f"{MIN_AGREEMENT:.0%}.", "",
+                  "| model | file (MB) | threads | dermal Grad-CAM (ms) | bare forward (ms) | dermal process peak (MB) "
+                  "| dermal request peak (MB) | top-1 agreement | kept |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for row in reduced:
+            lines.append(f"| {row['model']} | {row['file_mb']:.1f} | {row['threads']} | {fmt(row['gradcam_ms'])} "
+                         f"| {fmt(row['forward_ms'])} | {fmt(row['process_peak_mb'])} | {fmt(row['request_peak_mb'])} "
+                         f"| {row['agreement']} | {row['kept']} |")
+    lines += ["", "## Targets (reference model, 1 thread)", ""]
+    lines += [f"- {'met' if met else '**NOT met**'}: {text} — {figure}" for text, figure, met in target_lines]
+    return "\n".join(lines) + "\n"
+
+
+def chart(results, path):
+    """Latency and peak RSS of each configuration at 1 thread, per model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [e for e in results.values() if e["threads"] == 1]
+    labels = [f"{e['model']}: {PROGRAMS[e['program']][0]}" for e in rows]
+    latency = [e["summary"]["gradcam_ms"] or e["summary"]["predict_ms"] for e in rows]
+    colours = ["tab:red" if e["summary"]["gradcam_ms"] else "tab:blue" for e in rows]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 1.6), sharey=True)
+    y = list(range(len(rows)))[::-1]
+    left.barh(y, latency, color=colours)
+    left.set_xscale("log")
+    left.set_xlabel("median latency, ms (log): red = Grad-CAM end to end, blue = prediction only")
+    left.set_yticks(y, labels, fontsize=8)
+    right.barh(y, [e["summary"]["process_peak_mb"] for e in rows], color="tab:gray", label="process peak")
+    right.barh(y, [e["summary"]["request_peak_mb"] or 0 for e in rows], color="tab:green", height=0.4,
+               label="request peak (not measured for the bare forward)")
+    right.axvline(512, color="black", linestyle=":", label="512 MB host")
+    right.set_xlabel("peak RSS, MB")
+    right.legend(fontsize=8, loc="lower right")
+    figure.suptitle("dermal benchmarks, 1 thread (one fresh process per bar)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite results.md and chart.png from results.json, measuring nothing")
+    parser.add_argument("--photo")
+    parser.add_argument("--reference")
+    parser.add_argument("--bf16")
+    parser.add_argument("--demo")
+    parser.add_argument("--threads", default=f"1,{os.cpu_count()}")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--gradcam-repeats", type=int, default=5)
+    args = parser.parse_args()
+    if args.render_only:
+        with open(os.path.join(RESULTS, "results.json")) as f:
+            saved = json.load(f)
+        write_outputs(saved["meta"], saved["results"], saved["reduced_precision"])
+        return
+    if not (args.photo and args.reference):
+        parser.error("--photo and --reference are required")
+    thread_counts = sorted({int(t) for t in args.threads.split(",")})
+
+    models = [("reference", args.reference, list(PROGRAMS))]
+    if args.bf16:
+        models.append(("reference-bf16", args.bf16, REDUCED_PROGRAMS))
+    if args.demo:
+        models.append(("demo", args.demo, list(PROGRAMS)))
+    results = {}
+    for threads in thread_counts:
+        for model_name, path, programs in models:
+            for program in programs:
+                slow = program == "torch_gradcam" and model_name == "reference"
+                repeats = args.gradcam_repeats if slow else args.repeats
+                print(f"== {model_name}, {PROGRAMS[program][0]}, {threads} thread(s)", file=sys.stderr, flush=True)
+                report = run_one(program, path, args.photo, threads, repeats, 1 if slow else 3)
+                results[f"{model_name}/{program}/{threads}"] = {
+                    "model": model_name, "program": program, "threads": threads, "path": path,
+                    "report": report, "summary": summarize(program, report)}
+
+    reduced = []
+    if args.bf16:
+        agreed = agreement(args.reference, args.bf16)
+        kept = agreed["agreement"] >= MIN_AGREEMENT
+        for model_name, path in (("reference", args.reference), ("reference-bf16", args.bf16)):
+            for threads in thread_counts:
+                cpp = results[f"{model_name}/dermal_cpp/{threads}"]["summary"]
+                reduced.append({
+                    "model": model_name, "file_mb": os.path.getsize(path) / 1e6, "threads": threads,
+                    "gradcam_ms": cpp["gradcam_ms"],
+                    "forward_ms": results[f"{model_name}/bare_forward/{threads}"]["summary"]["predict_ms"],
+                    "process_peak_mb": cpp["process_peak_mb"], "request_peak_mb": cpp["request_peak_mb"],
+                    "agreement": "(itself)" if model_name == "reference" else
+                    f"{agreed['agreeing']}/{agreed['images']} = {agreed['agreement']:.1%}",
+                    "kept": "–" if model_name == "reference" else ("yes" if kept else "no")})
+
+    import torch
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_name(),
+            "cores": os.cpu_count(), "torch": torch.__version__, "photo": os.path.relpath(args.photo, ROOT),
+            "photo_bytes": os.path.getsize(args.photo), "repeats": args.repeats,
+            "gradcam_repeats": args.gradcam_repeats, "machine": platform.machine()}
+    write_outputs(meta, results, reduced)
+
+
+def write_outputs(meta, results, reduced):
+    """Writes results.json, results.md and chart.png; prints the markdown."""
+    target_lines = targets(results)
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "results.json"), "w") as f:
+        json.dump({"meta": meta, "results": results, "reduced_precision": reduced,
+                   "targets": [{"target": t, "figure": v, "met": m} for t, v, m in target_lines]}, f, indent=1)
+    text = markdown(meta, results, reduced, target_lines)
+    with open(os.path.join(RESULTS, "results.md"), "w") as f:
+        f.write(text)
+    chart(results, os.path.join(RESULTS, "chart.png"))
+    print(text)
+    print("wrote benchmarks/results/results.md, results.json, chart.png")
+
+
+def cpu_name():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One command for every benchmark: builds the programs, exports the reference
+# model (float32 and bfloat16) into build/ if missing, generates one 1024x768
+# JPEG lesion photo, runs each configuration in its own fresh process and
+# writes benchmarks/results/{results.md,results.json,chart.png}.
+#   bash benchmarks/run.sh [run.py options, e.g. --repeats 9 --threads 1]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+
+echo "== building the benchmark programs and the C library" >&2
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
+cmake --build build -j "$(nproc)" --target dermal_stages bare_forward dermal_c > /dev/null
+
+export_reference() {  # $1: output file, $2: precision
+  [[ -f "$1" ]] && return
+  echo "== exporting $1 (about a minute)" >&2
+  "$PY" tools/export_model.py --arch efficientnet_v2_s --seed 0 --labels akiec,bcc,bkl,df,mel,nv,vasc \
+    --size 300 --precision "$2" --out "$1" >&2
+}
+export_reference build/reference-effnetv2s.pt fp32
+export_reference build/reference-effnetv2s-bf16.pt bf16
+
+photo=build/benchmark-lesion.jpg
+if [[ ! -f $photo ]]; then
+  "$PY" - "$photo" <<'PYTHON'
+import sys
+sys.path.insert(0, "tools")
+import lesions
+_, _, image, _ = next(iter(lesions.generate(7, 1, 1024, 768)))
+image.convert("RGB").save(sys.argv[1], quality=90)
+PYTHON
+fi
+
+demo=()
+[[ -f examples/data/demo-model.pt ]] && demo=(--demo examples/data/demo-model.pt)
+exec "$PY" benchmarks/run.py --photo "$photo" --reference build/reference-effnetv2s.pt \
+  --bf16 build/reference-effnetv2s-bf16.pt "${demo[@]}" "$@"
