@@ -78,8 +78,9 @@ def summarize(program, report):
         predict = report["forward_median_ms"]
     else:
         predict = stage(report, "end_to_end_predict").get("median_ms")
-    request_peaks = [s["peak_mb"] for s in stages.values()] + [report["first_request_peak_mb"]] \
-        if "first_request_peak_mb" in report else [s["peak_mb"] for s in stages.values()]
+    request_peaks = [s["peak_mb"] for s in stages.values()]
+    if "first_request_peak_mb" in report:
+        request_peaks.append(report["first_request_peak_mb"])
     return {
         "load_ms": report["load_ms"],
         "cold_start_ms": report["cold_start_ms"],
@@ -135,7 +136,7 @@ def targets(results):
 
 
 def markdown(meta, results, reduced, target_lines):
-    lines = [f"# dermal benchmarks", "",
+    lines = ["# dermal benchmarks", "",
              f"{meta['date']}, {meta['cpu']}, {meta['cores']} cores, LibTorch/torch {meta['torch']}. "
              f"Photo: {meta['photo']} ({meta['photo_bytes']:,} bytes, 1024×768 JPEG). Each row is one fresh "
              f"process; latencies are medians of {meta['repeats']} runs after warm-up "
