@@ -103,6 +103,11 @@ TEST_CASE("each wrong field is refused with its name", "[description]") {
   d["cam_layer"] = "features.9";
   require_refused(d, "cam_layer \"features.9\" is not one of the stages");
   d = valid_description();
+  d["frozen_only"] = {"features.5"};
+  require_refused(d, "\"frozen_only\" holds \"features.5\"");
+  d["frozen_only"] = {"features.0"};
+  CHECK(dermal::parse_description(d.dump()).frozen_only == std::vector<std::string>{"features.0"});
+  d = valid_description();
   d.erase("stages");
   require_refused(d, "has no \"stages\"");
 }

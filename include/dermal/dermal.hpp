@@ -86,6 +86,7 @@ struct ModelDescription {
   OutputActivation output = OutputActivation::softmax;
   std::vector<std::string> stages;  // dotted submodule paths, run in order
   std::string cam_layer;            // the stage whose output Grad-CAM explains
+  std::vector<std::string> frozen_only;  // stages not to optimise for inference (optional)
 };
 
 // Parses and validates a description; throws Error(invalid_model) naming the field.

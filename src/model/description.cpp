@@ -114,6 +114,15 @@ ModelDescription parse_description(const std::string& text_json) {
   d.cam_layer = text(root, "cam_layer", "the description");
   if (std::find(d.stages.begin(), d.stages.end(), d.cam_layer) == d.stages.end())
     refuse(fmt::format("cam_layer \"{}\" is not one of the stages", d.cam_layer));
+  const auto frozen_only = root.find("frozen_only");
+  if (frozen_only != root.end()) {
+    if (!frozen_only->is_array()) refuse("\"frozen_only\" must be a list of stage names");
+    for (const json& item : *frozen_only) {
+      if (!item.is_string() || std::find(d.stages.begin(), d.stages.end(), item.get<std::string>()) == d.stages.end())
+        refuse(fmt::format("\"frozen_only\" holds {}, which is not one of the stages", item.dump()));
+      d.frozen_only.push_back(item.get<std::string>());
+    }
+  }
   return d;
 }
 

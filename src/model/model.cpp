@@ -140,7 +140,9 @@ std::shared_ptr<Network> load_network(const std::string& path, const LoadOptions
   }
   for (const auto& buffer : module.buffers()) network->weight_bytes += buffer.numel() * buffer.element_size();
 
-  // Without Grad-CAM every stage is optimised; with it, those after the CAM layer stay differentiable.
+  // Without Grad-CAM every stage is optimised; with it, those after the CAM
+  // layer stay differentiable. Stages the exporter found LibTorch's oneDNN
+  // rewrite to get wrong ("frozen_only") are never optimised.
   const std::size_t optimised_count = options.gradcam ? split + 1 : d.stages.size();
   for (std::size_t i = 0; i < d.stages.size(); ++i) {
     // Freezing folds batch norms into new weights; the originals are released
@@ -150,8 +152,10 @@ std::shared_ptr<Network> load_network(const std::string& path, const LoadOptions
     torch::jit::Module frozen = torch::jit::freeze(stage);
     release_tensors(stage);
     malloc_trim(0);
-    if (i < optimised_count) network->before.push_back(torch::jit::optimize_for_inference(frozen));
-    else network->after.push_back(frozen);
+    const bool optimisable =
+        std::find(d.frozen_only.begin(), d.frozen_only.end(), d.stages[i]) == d.frozen_only.end();
+    if (i >= optimised_count) network->after.push_back(frozen);
+    else network->before.push_back(optimisable ? torch::jit::optimize_for_inference(frozen) : frozen);
   }
   module = torch::jit::Module();
 

@@ -163,3 +163,34 @@ def test_unknown_cam_layer_is_refused(tmp_path):
     result = run_export("--arch", "mobilenet_v3_large", "--seed", "0",
                         "--cam-layer", "features.99", "--out", str(tmp_path / "model.pt"))
     assert_refused(result, "features.99", "features.16", "head")
+
+
+@pytest.mark.parametrize("arch", sorted(CASES))
+def test_the_library_gives_python_torchs_probabilities(exported, arch, tmp_path):
+    """The C++ library (through dermal-classify) on a photo at the input size,
+    against Python torch on the same input tensor: within 1e-4."""
+    import json
+    import lesions
+    from PIL import Image
+    build = os.environ.get("DERMAL_BUILD_DIR")
+    assert build, "DERMAL_BUILD_DIR must name the CMake build directory (bash tools/test.sh sets it)"
+    _, _, photo, _ = next(lesions.generate(seed=31, count=1, width=SIZE, height=SIZE))
+    photo_path = tmp_path / "photo.png"
+    photo.save(photo_path)
+
+    path = exported(arch)
+    pixels = torch.from_numpy(__import__("numpy").asarray(Image.open(photo_path), dtype="float32") / 255.0)
+    mean = torch.tensor(dermal_model.IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(dermal_model.IMAGENET_STD)[:, None, None]
+    x = ((pixels.permute(2, 0, 1) - mean) / std)[None]
+    with torch.no_grad():
+        expected = torch.softmax(torch.jit.load(str(path))(x), 1)[0].tolist()
+
+    result = subprocess.run([os.path.join(build, "examples", "dermal-classify"), "--json", "--top-k", str(len(LABELS)),
+                             "--model", str(path), str(photo_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    scores = {entry["label"]: entry["probability"] for entry in json.loads(result.stdout)[0]["top"]}
+    assert sorted(scores) == sorted(LABELS)
+    for index, label in enumerate(LABELS):
+        assert abs(scores[label] - expected[index]) <= 1e-4, (label, scores[label], expected[index])
+    assert max(expected) - min(expected) > 1e-3, "calibrated weights should not give uniform scores"
