@@ -22,42 +22,18 @@
 
 #include "dermal/dermal.hpp"
 #include "image/preprocess.hpp"
+#include "measure.hpp"
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double mb(std::uint64_t bytes) { return bytes / 1e6; }
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
-
-double since_ms(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
-}  // namespace
+using namespace measure;
 
 int main(int argc, char** argv) {
   if (argc < 3) {
     fmt::print(stderr, "usage: bare_forward MODEL PHOTO [--threads N] [--repeats N] [--warmup N]\n");
     return 2;
   }
-  int threads = 1, repeats = 15, warmup = 3;
-  for (int i = 3; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    const int value = std::stoi(argv[i + 1]);
-    if (flag == "--threads") threads = value;
-    else if (flag == "--repeats") repeats = value;
-    else if (flag == "--warmup") warmup = value;
-    else {
-      fmt::print(stderr, "bare_forward: unknown option {}\n", flag);
-      return 2;
-    }
-  }
+  Options options;
+  if (!parse_options(argc, argv, "bare_forward", options)) return 2;
+  const int threads = options.threads, repeats = options.repeats, warmup = options.warmup;
   at::set_num_threads(threads);
   nlohmann::json out;
   out["baseline_rss_mb"] = mb(dermal::memory_status().current_rss_bytes);
@@ -72,8 +48,7 @@ int main(int argc, char** argv) {
   out["load_peak_mb"] = mb(dermal::memory_status().peak_rss_bytes);
 
   const dermal::ModelDescription description = dermal::parse_description(extra["dermal.json"]);
-  std::ifstream file(argv[2], std::ios::binary);
-  const std::vector<std::uint8_t> jpeg{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  const std::vector<std::uint8_t> jpeg = read_file(argv[2]);
   std::vector<float> input = dermal::preprocess(dermal::decode_image(jpeg.data(), jpeg.size()), description);
   const torch::Tensor x = torch::from_blob(input.data(), {1, 3, description.input_height, description.input_width});
 

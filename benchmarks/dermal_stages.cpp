@@ -22,30 +22,18 @@
 
 #include "dermal/dermal.hpp"
 #include "image/preprocess.hpp"
+#include "measure.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using namespace measure;
 
 std::uint64_t process_peak = 0;  // VmHWM of the whole run, reset or not
 
 // Restarts VmHWM from the current resident set, keeping process_peak exact.
-void reset_peak() {
+void reset_peak_keeping_max() {
   process_peak = std::max(process_peak, dermal::memory_status().peak_rss_bytes);
-  std::ofstream clear_refs("/proc/self/clear_refs");
-  clear_refs << "5";
-}
-
-double mb(std::uint64_t bytes) { return bytes / 1e6; }
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
-
-double since_ms(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  reset_peak();
 }
 
 // Latencies and the highest resident set seen while a stage ran.
@@ -56,7 +44,7 @@ struct Stage {
   // Runs f once, timed, with VmHWM reset just before it.
   template <typename F>
   void run(F&& f) {
-    reset_peak();
+    reset_peak_keeping_max();
     const auto start = Clock::now();
     f();
     milliseconds.push_back(since_ms(start));
@@ -74,20 +62,10 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "usage: dermal_stages MODEL PHOTO [--threads N] [--repeats N] [--warmup N]\n");
     return 2;
   }
-  int threads = 1, repeats = 15, warmup = 3;
-  for (int i = 3; i + 1 < argc; i += 2) {
-    const std::string flag = argv[i];
-    const int value = std::stoi(argv[i + 1]);
-    if (flag == "--threads") threads = value;
-    else if (flag == "--repeats") repeats = value;
-    else if (flag == "--warmup") warmup = value;
-    else {
-      fmt::print(stderr, "dermal_stages: unknown option {}\n", flag);
-      return 2;
-    }
-  }
-  std::ifstream file(argv[2], std::ios::binary);
-  const std::vector<std::uint8_t> jpeg{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  Options options;
+  if (!parse_options(argc, argv, "dermal_stages", options)) return 2;
+  const int threads = options.threads, repeats = options.repeats, warmup = options.warmup;
+  const std::vector<std::uint8_t> jpeg = read_file(argv[2]);
 
   try {
     nlohmann::json out;
@@ -144,7 +122,7 @@ int main(int argc, char** argv) {
       stages["end_to_end_gradcam"].run([&] { model.predict(jpeg.data(), jpeg.size(), end_to_end); });
     }
     for (const auto& [name, stage] : stages) out["stages"][name] = stage.json();
-    reset_peak();
+    reset_peak_keeping_max();
     out["process_peak_mb"] = mb(process_peak);
     out["rss_end_mb"] = mb(dermal::memory_status().current_rss_bytes);
     out["threads"] = threads;

@@ -14,21 +14,11 @@
 #include <vector>
 
 #include "dermal/dermal.hpp"
+#include "measure.hpp"
 
 namespace {
 
-void reset_peak() {
-  std::ofstream clear_refs("/proc/self/clear_refs");
-  clear_refs << "5";
-}
-
-double mb(std::uint64_t bytes) { return bytes / 1e6; }
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
+using namespace measure;
 
 struct Phase {
   std::vector<double> milliseconds;
@@ -36,12 +26,12 @@ struct Phase {
 };
 
 // One request, timed; the peak resident set is tracked from a reset before it.
-void measure(dermal::Model& model, const std::vector<std::uint8_t>& photo, const dermal::PredictOptions& options,
+void time_request(dermal::Model& model, const std::vector<std::uint8_t>& photo, const dermal::PredictOptions& options,
              Phase& phase) {
   reset_peak();
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = Clock::now();
   model.predict(photo.data(), photo.size(), options);
-  phase.milliseconds.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  phase.milliseconds.push_back(since_ms(start));
   phase.peak = std::max(phase.peak, dermal::memory_status().peak_rss_bytes);
 }
 
@@ -54,8 +44,7 @@ int main(int argc, char** argv) {
   }
   const int repeats = argc > 3 ? std::stoi(argv[3]) : 15;
   const int drift_requests = argc > 4 ? std::stoi(argv[4]) : 200;
-  std::ifstream file(argv[2], std::ios::binary);
-  const std::vector<std::uint8_t> photo{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  const std::vector<std::uint8_t> photo = read_file(argv[2]);
 
   try {
     dermal::Model model(argv[1]);  // 1 intra-op thread, Grad-CAM possible
@@ -73,8 +62,8 @@ int main(int argc, char** argv) {
     const std::uint64_t idle = dermal::memory_status().current_rss_bytes;
     Phase alone, with_cam;
     for (int i = 0; i < repeats; ++i) {  // interleaved, so machine noise hits both alike
-      measure(model, photo, plain, alone);
-      measure(model, photo, explained, with_cam);
+      time_request(model, photo, plain, alone);
+      time_request(model, photo, explained, with_cam);
     }
     const double peak_ratio = static_cast<double>(with_cam.peak) / alone.peak;
     const double latency_ratio = median(with_cam.milliseconds) / median(alone.milliseconds);

@@ -1,0 +1,64 @@
+// What the benchmark programs share: peak-RSS resets, timing, medians, the
+// photo file and the "[--threads N] [--repeats N] [--warmup N]" options.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+namespace measure {
+
+using Clock = std::chrono::steady_clock;
+
+// Restarts the kernel's VmHWM from the current resident set.
+inline void reset_peak() {
+  std::ofstream clear_refs("/proc/self/clear_refs");
+  clear_refs << "5";
+}
+
+inline double mb(std::uint64_t bytes) { return bytes / 1e6; }
+
+inline double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+inline double since_ms(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+inline std::vector<std::uint8_t> read_file(const char* path) {
+  std::ifstream file(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+}
+
+struct Options {
+  int threads = 1;
+  int repeats = 15;
+  int warmup = 3;
+};
+
+// Reads the options after MODEL PHOTO; false (and a message) on an unknown one.
+inline bool parse_options(int argc, char** argv, const char* program, Options& options) {
+  for (int i = 3; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    const int value = std::stoi(argv[i + 1]);
+    if (flag == "--threads") options.threads = value;
+    else if (flag == "--repeats") options.repeats = value;
+    else if (flag == "--warmup") options.warmup = value;
+    else {
+      fmt::print(stderr, "{}: unknown option {}\n", program, flag);
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace measure
