@@ -180,3 +180,13 @@ TEST_CASE("a NULL pointer with a size is an argument error", "[image][errors]") 
                          return e.code() == ErrorCode::invalid_argument;
                        }));
 }
+
+TEST_CASE("a truncated PNG's message names the chunk in printable text", "[image][errors]") {
+  const std::vector<std::uint8_t> whole = read_bytes("rgba.png");
+  std::vector<std::uint8_t> cut(whole.begin(), whole.begin() + 45);  // inside the IDAT chunk after IHDR
+  cut[37] = 0x00;  // a NUL in the chunk type (bytes 37..40) must not cut the message short
+  std::string message;
+  CHECK(decode_error(cut, &message) == ErrorCode::invalid_image);
+  CHECK_THAT(message, Catch::Contains("truncated PNG data") && Catch::Contains("?"));
+  CHECK(message.find('\0') == std::string::npos);
+}

@@ -128,6 +128,14 @@ Header read_jpeg(const std::uint8_t* data, std::size_t size) {
   }
 }
 
+// A 4-byte chunk type as text; bytes outside printable ASCII become '?'.
+std::string printable_name(const std::uint8_t* type) {
+  std::string name(4, '?');
+  for (int i = 0; i < 4; ++i)
+    if (type[i] >= 0x20 && type[i] < 0x7F) name[i] = static_cast<char>(type[i]);
+  return name;
+}
+
 // Walks the PNG chunks to IEND, reading IHDR's size and the eXIf block.
 Header read_png(const std::uint8_t* data, std::size_t size) {
   Header header;
@@ -141,7 +149,7 @@ Header read_png(const std::uint8_t* data, std::size_t size) {
     const std::size_t length = big_endian_32(data + pos);
     const std::uint8_t* type = data + pos + 4;
     if (length > size || pos + 12 + length > size)
-      throw truncated(Format::png, fmt::format("inside the '{}' chunk", std::string(reinterpret_cast<const char*>(type), 4)));
+      throw truncated(Format::png, fmt::format("inside the '{}' chunk", printable_name(type)));
     if (std::memcmp(type, "IEND", 4) == 0) return header;
     if (std::memcmp(type, "eXIf", 4) == 0) {
       header.exif = data + pos + 8;
