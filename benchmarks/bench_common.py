@@ -80,6 +80,19 @@ def report(values):
     print(json.dumps(values), flush=True)
 
 
+def torch_start(docstring):
+    """For the Python torch programs: the options, torch set to their thread
+    count, the resident set once torch is imported, the photo's bytes and the
+    model's description."""
+    args = parse_args(docstring.split("\n\n")[0])
+    import torch
+    torch.set_num_threads(args.threads)
+    baseline = memory()[0]
+    with open(args.photo, "rb") as photo:
+        jpeg = photo.read()
+    return args, torch, baseline, jpeg, description_of(args.model)
+
+
 def description_of(path):
     """The model file's dermal.json, as a dict."""
     import dermal_model

@@ -11,12 +11,7 @@ import bench_common as common
 
 
 def main():
-    args = common.parse_args(__doc__.split("\n\n")[0])
-    import torch
-    torch.set_num_threads(args.threads)
-    baseline = common.memory()[0]
-    jpeg = open(args.photo, "rb").read()
-    description = common.description_of(args.model)
+    args, torch, baseline, jpeg, description = common.torch_start(__doc__)
 
     started = time.perf_counter()
     model = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.load(args.model).eval()))
