@@ -267,3 +267,15 @@ def test_max_concurrent_turns_away_callers_that_cannot_wait(dermal, photo):
             thread.join()
     assert len(outcomes) == 160
     assert "done" in outcomes and "busy" in outcomes
+
+
+def test_each_of_the_top_classes_can_be_explained(dermal, model, photo):
+    result = model.predict(photo, gradcam=True, cam_top_k=3, overlay=False)
+    assert [e.label for e in result.explanations] == [s.label for s in result.top]
+    assert all(e.overlay is None for e in result.explanations)
+    assert result.cam_label == result.top[0].label and result.overlay is None
+    small = model.predict(photo, gradcam=True, overlay_format="jpeg", jpeg_quality=10).overlay
+    large = model.predict(photo, gradcam=True, overlay_format="jpeg", jpeg_quality=100).overlay
+    assert small[:3] == b"\xff\xd8\xff" and len(small) < len(large)
+    with pytest.raises(dermal.InvalidArgument, match="jpeg_quality"):
+        model.predict(photo, gradcam=True, jpeg_quality=0)

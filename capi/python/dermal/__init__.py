@@ -136,15 +136,41 @@ def _heatmap(values, width, height):
     return [flat[row * width:(row + 1) * width] for row in range(height)]
 
 
+class Explanation:
+    """One class activation map: the explained class (label, index), the
+    method, flat (the map had no contrast and is all zeros), heatmap at the
+    photo's size, heatmap_raw at the CAM layer's, overlay (encoded photo +
+    heatmap, or None when not rendered)."""
+
+    def __init__(self, handle, position):
+        label, index, method, flat = c_char_p(), c_int(), c_char_p(), c_int()
+        width, height, values, size = c_int(), c_int(), POINTER(c_float)(), c_size_t()
+        lib.dermal_result_explanation_class(handle, position, byref(label), byref(index))
+        lib.dermal_result_explanation_method(handle, position, byref(method))
+        lib.dermal_result_explanation_flat(handle, position, byref(flat))
+        self.label, self.index = label.value.decode(), index.value
+        self.method, self.flat = method.value.decode(), bool(flat.value)
+        lib.dermal_result_explanation_heatmap(handle, position, byref(width), byref(height), byref(values))
+        self.heatmap_raw = _heatmap(values, width.value, height.value)
+        lib.dermal_result_explanation_full_heatmap(handle, position, byref(width), byref(height), byref(values))
+        self.heatmap = _heatmap(values, width.value, height.value)
+        overlay = c_void_p()
+        lib.dermal_result_explanation_overlay(handle, position, byref(overlay), byref(size))
+        self.overlay = ctypes.string_at(overlay, size.value) if size.value else None
+
+    def __repr__(self):
+        return f"<dermal.Explanation {self.label!r} {self.method} flat={self.flat}>"
+
+
 class Result:
     """One prediction. top: the best classes (ClassScore), best first;
-    probabilities: label -> probability for every label. With Grad-CAM,
-    cam_label/cam_method/flat describe the explained class, heatmap is the map
-    at the photo's size, heatmap_raw at the CAM layer's, overlay the encoded
-    photo + heatmap; without it they are None."""
+    probabilities: label -> probability for every label; explanations: one
+    Explanation per explained class. cam_label/cam_method/flat/heatmap/
+    heatmap_raw/overlay are those of the first explanation (None without
+    Grad-CAM)."""
 
     def __init__(self, handle, labels):
-        size, count = c_size_t(), c_size_t()
+        count = c_size_t()
         label, index, probability = c_char_p(), c_int(), c_float()
         lib.dermal_result_top_count(handle, byref(count))
         self.top = []
@@ -154,24 +180,15 @@ class Result:
         values = POINTER(c_float)()
         lib.dermal_result_probabilities(handle, byref(values), byref(count))
         self.probabilities = dict(zip(labels, values[: count.value]))
-
-        self.cam_label = self.cam_method = self.flat = None
-        self.heatmap = self.heatmap_raw = self.overlay = None
         lib.dermal_result_explanation_count(handle, byref(count))
-        if count.value == 0:
-            return
-        method, flat, width, height = c_char_p(), c_int(), c_int(), c_int()
-        lib.dermal_result_explanation_class(handle, 0, byref(label), byref(index))
-        lib.dermal_result_explanation_method(handle, 0, byref(method))
-        lib.dermal_result_explanation_flat(handle, 0, byref(flat))
-        self.cam_label, self.cam_method, self.flat = label.value.decode(), method.value.decode(), bool(flat.value)
-        lib.dermal_result_explanation_heatmap(handle, 0, byref(width), byref(height), byref(values))
-        self.heatmap_raw = _heatmap(values, width.value, height.value)
-        lib.dermal_result_explanation_full_heatmap(handle, 0, byref(width), byref(height), byref(values))
-        self.heatmap = _heatmap(values, width.value, height.value)
-        overlay = c_void_p()
-        lib.dermal_result_explanation_overlay(handle, 0, byref(overlay), byref(size))
-        self.overlay = ctypes.string_at(overlay, size.value) if size.value else None
+        self.explanations = [Explanation(handle, position) for position in range(count.value)]
+        first = self.explanations[0] if self.explanations else None
+        self.cam_label = first and first.label
+        self.cam_method = first and first.method
+        self.flat = first and first.flat
+        self.heatmap = first and first.heatmap
+        self.heatmap_raw = first and first.heatmap_raw
+        self.overlay = first and first.overlay
 
     def __repr__(self):
         return f"<dermal.Result top={self.top!r} cam_label={self.cam_label!r}>"
@@ -224,11 +241,12 @@ class Model:
                 self._idle.notify_all()
 
     def predict(self, image_bytes, top_k=3, gradcam=None, cam="gradcam", cam_class=None, colormap="jet",
-                overlay_format="jpeg", alpha=0.45):
+                overlay_format="jpeg", alpha=0.45, cam_top_k=1, overlay=True, jpeg_quality=90):
         """Classifies an encoded photo (JPEG, PNG or BMP bytes). gradcam=None
-        follows the load option; cam_class explains that label instead of
-        the top class; overlay_format is "jpeg" or "png"; alpha (0..1) is the
-        heatmap's weight in the overlay."""
+        follows the load option; cam_class explains that label, else the
+        cam_top_k best classes are explained; overlay=False skips rendering;
+        overlay_format is "jpeg" (at jpeg_quality, 1..100) or "png"; alpha
+        (0..1) is the heatmap's weight in the overlay."""
         data = bytes(image_bytes)
         labels = self.labels
         options, result = c_void_p(), c_void_p()
@@ -244,6 +262,9 @@ class Model:
                 lib.dermal_predict_options_set_colormap(options, colormap.encode())
                 lib.dermal_predict_options_set_overlay_format(options, overlay_format.encode())
                 lib.dermal_predict_options_set_overlay_alpha(options, alpha)
+                lib.dermal_predict_options_set_cam_top_k(options, cam_top_k)
+                lib.dermal_predict_options_set_render_overlay(options, bool(overlay))
+                lib.dermal_predict_options_set_jpeg_quality(options, jpeg_quality)
                 lib.dermal_model_predict(handle, data, len(data), options, byref(result))
             finally:
                 lib.dermal_predict_options_free(options)

@@ -117,6 +117,12 @@ def open_library(path):
     d("dermal_predict_options_set_overlay_format", c_status, c_handle, c_char_p)
     # dermal_status dermal_predict_options_set_overlay_alpha(dermal_predict_options* options, float alpha);
     d("dermal_predict_options_set_overlay_alpha", c_status, c_handle, c_float)
+    # dermal_status dermal_predict_options_set_cam_top_k(dermal_predict_options* options, int cam_top_k);
+    d("dermal_predict_options_set_cam_top_k", c_status, c_handle, c_int)
+    # dermal_status dermal_predict_options_set_jpeg_quality(dermal_predict_options* options, int quality);
+    d("dermal_predict_options_set_jpeg_quality", c_status, c_handle, c_int)
+    # dermal_status dermal_predict_options_set_render_overlay(dermal_predict_options* options, int enabled);
+    d("dermal_predict_options_set_render_overlay", c_status, c_handle, c_int)
 
     # dermal_status dermal_model_load(const char* path, const dermal_load_options* options, dermal_model** model);
     d("dermal_model_load", c_status, c_char_p, c_handle, POINTER(c_handle))
