@@ -279,3 +279,14 @@ def test_each_of_the_top_classes_can_be_explained(dermal, model, photo):
     assert small[:3] == b"\xff\xd8\xff" and len(small) < len(large)
     with pytest.raises(dermal.InvalidArgument, match="jpeg_quality"):
         model.predict(photo, gradcam=True, jpeg_quality=0)
+
+
+def test_predict_rgb_equals_predict_on_the_decoded_photo(dermal, model, photo):
+    from PIL import Image
+    import io
+    picture = Image.open(io.BytesIO(photo)).convert("RGB")
+    from_pixels = model.predict_rgb(picture.tobytes(), picture.width, picture.height, top_k=5)
+    from_bytes = model.predict(photo, top_k=5)
+    assert from_pixels.probabilities == from_bytes.probabilities
+    with pytest.raises(dermal.InvalidArgument, match="needs 3840 bytes, got 10"):
+        model.predict_rgb(b"\x00" * 10, picture.width, picture.height)

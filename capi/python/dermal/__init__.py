@@ -240,14 +240,28 @@ class Model:
                 self._in_flight -= 1
                 self._idle.notify_all()
 
-    def predict(self, image_bytes, top_k=3, gradcam=None, cam="gradcam", cam_class=None, colormap="jet",
-                overlay_format="jpeg", alpha=0.45, cam_top_k=1, overlay=True, jpeg_quality=90):
-        """Classifies an encoded photo (JPEG, PNG or BMP bytes). gradcam=None
-        follows the load option; cam_class explains that label, else the
-        cam_top_k best classes are explained; overlay=False skips rendering;
-        overlay_format is "jpeg" (at jpeg_quality, 1..100) or "png"; alpha
-        (0..1) is the heatmap's weight in the overlay."""
+    def predict(self, image_bytes, **options):
+        """Classifies an encoded photo (JPEG, PNG or BMP bytes); see _predict for the options."""
         data = bytes(image_bytes)
+        return self._predict(lambda handle, opts, result: lib.dermal_model_predict(
+            handle, data, len(data), opts, result), **options)
+
+    def predict_rgb(self, pixels, width, height, **options):
+        """Classifies an upright 8-bit RGB picture (width * height * 3 bytes,
+        rows top to bottom); the options are predict's."""
+        data = bytes(pixels)
+        if width < 1 or height < 1 or len(data) != width * height * 3:
+            raise InvalidArgument(f"an RGB picture of {width}x{height} needs {max(width, 0) * max(height, 0) * 3} "
+                                  f"bytes, got {len(data)}")
+        return self._predict(lambda handle, opts, result: lib.dermal_model_predict_rgb(
+            handle, data, width, height, opts, result), **options)
+
+    def _predict(self, call, top_k=3, gradcam=None, cam="gradcam", cam_class=None, colormap="jet",
+                 overlay_format="jpeg", alpha=0.45, cam_top_k=1, overlay=True, jpeg_quality=90):
+        """gradcam=None follows the load option; cam_class explains that
+        label, else the cam_top_k best classes are explained; overlay=False
+        skips rendering; overlay_format is "jpeg" (at jpeg_quality, 1..100) or
+        "png"; alpha (0..1) is the heatmap's weight in the overlay."""
         labels = self.labels
         options, result = c_void_p(), c_void_p()
         with self._use() as handle:
@@ -265,7 +279,7 @@ class Model:
                 lib.dermal_predict_options_set_cam_top_k(options, cam_top_k)
                 lib.dermal_predict_options_set_render_overlay(options, bool(overlay))
                 lib.dermal_predict_options_set_jpeg_quality(options, jpeg_quality)
-                lib.dermal_model_predict(handle, data, len(data), options, byref(result))
+                call(handle, options, byref(result))
             finally:
                 lib.dermal_predict_options_free(options)
             try:

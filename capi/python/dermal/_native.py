@@ -131,6 +131,9 @@ def open_library(path):
     # dermal_status dermal_model_predict(dermal_model* model, const uint8_t* bytes, size_t size,
     #                                    const dermal_predict_options* options, dermal_result** result);
     d("dermal_model_predict", c_status, c_handle, c_char_p, c_size_t, c_handle, POINTER(c_handle))
+    # dermal_status dermal_model_predict_rgb(dermal_model* model, const uint8_t* rgb, int width, int height,
+    #                                       const dermal_predict_options* options, dermal_result** result);
+    d("dermal_model_predict_rgb", c_status, c_handle, c_char_p, c_int, c_int, c_handle, POINTER(c_handle))
     # dermal_status dermal_model_ensure_loaded(dermal_model* model);
     d("dermal_model_ensure_loaded", c_status, c_handle)
     # dermal_status dermal_model_unload(dermal_model* model);
