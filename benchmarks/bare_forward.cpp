@@ -27,10 +27,6 @@
 using namespace measure;
 
 int main(int argc, char** argv) {
-  if (argc < 3) {
-    fmt::print(stderr, "usage: bare_forward MODEL PHOTO [--threads N] [--repeats N] [--warmup N]\n");
-    return 2;
-  }
   Options options;
   if (!parse_options(argc, argv, "bare_forward", options)) return 2;
   const int threads = options.threads, repeats = options.repeats, warmup = options.warmup;

@@ -58,10 +58,6 @@ struct Stage {
 
 int main(int argc, char** argv) {
   const auto process_start = Clock::now();
-  if (argc < 3) {
-    fmt::print(stderr, "usage: dermal_stages MODEL PHOTO [--threads N] [--repeats N] [--warmup N]\n");
-    return 2;
-  }
   Options options;
   if (!parse_options(argc, argv, "dermal_stages", options)) return 2;
   const int threads = options.threads, repeats = options.repeats, warmup = options.warmup;

@@ -45,8 +45,13 @@ struct Options {
   int warmup = 3;
 };
 
-// Reads the options after MODEL PHOTO; false (and a message) on an unknown one.
+// Reads "PROGRAM MODEL PHOTO [options]"; false (and a message) when MODEL or
+// PHOTO is missing or an option is unknown.
 inline bool parse_options(int argc, char** argv, const char* program, Options& options) {
+  if (argc < 3) {
+    fmt::print(stderr, "usage: {} MODEL PHOTO [--threads N] [--repeats N] [--warmup N]\n", program);
+    return false;
+  }
   for (int i = 3; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const int value = std::stoi(argv[i + 1]);

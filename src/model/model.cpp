@@ -281,6 +281,19 @@ class SlotGuard {
   InferenceSlots& slots_;
 };
 
+// While it lives, glibc returns every large freed block to the system at
+// once (its adaptive mmap threshold would otherwise keep freed copies of
+// weights resident during a load). Afterwards the threshold is where the
+// adaptive one settles once requests have run (its 32 MiB ceiling), so
+// requests stay as fast as with glibc's defaults.
+class LoadingMmapThreshold {
+ public:
+  LoadingMmapThreshold() { mallopt(M_MMAP_THRESHOLD, 128 * 1024); }
+  ~LoadingMmapThreshold() { mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024); }
+  LoadingMmapThreshold(const LoadingMmapThreshold&) = delete;
+  LoadingMmapThreshold& operator=(const LoadingMmapThreshold&) = delete;
+};
+
 }  // namespace
 
 struct Model::Impl {
@@ -295,19 +308,10 @@ struct Model::Impl {
     std::lock_guard<std::mutex> lock(mutex);
     if (!network) {
       torch::set_num_threads(options.threads);
-      // While loading, glibc returns every large block to the system at once
-      // (its adaptive mmap threshold would otherwise keep freed copies of
-      // weights resident); afterwards the threshold is set where the adaptive
-      // one settles once requests have run (its 32 MiB ceiling), so requests
-      // stay as fast as with glibc's defaults.
-      mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-      try {
+      {
+        LoadingMmapThreshold threshold;
         network = translate_failures("loading the model", [&] { return load_network(path, options); });
-      } catch (...) {
-        mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
-        throw;
       }
-      mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
       ++load_count;
       malloc_trim(0);  // hand back what loading and optimising left on the heap
     }
