@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <memory>
 #include <new>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <turbojpeg.h>
 
 #include "heatmap/stb_write.h"
 
@@ -59,6 +62,10 @@ constexpr int kMaxJpegSide = 65535;
 // stb_image_write holds the filtered PNG rows and their deflate output in
 // int-sized buffers; this leaves room for deflate's worst-case growth.
 constexpr std::uint64_t kMaxPngFilteredBytes = INT_MAX / 2;
+
+// Above this quality the chroma planes keep full resolution (4:4:4);
+// at or below it they are halved in both directions (4:2:0).
+constexpr int kMaxSubsampledQuality = 90;
 
 // A channel in [0, 1] (clamped) as the nearest byte.
 std::uint8_t to_byte(float unit) {
@@ -144,6 +151,47 @@ std::vector<Taps> bilinear_taps(int in_size, int out_size) {
   return taps;
 }
 
+struct TurboJpegHandleFree {
+  void operator()(void* handle) const { tjDestroy(handle); }
+};
+struct TurboJpegBufferFree {
+  void operator()(unsigned char* buffer) const { tjFree(buffer); }
+};
+
+// Baseline JPEG by libjpeg-turbo; throws Error on failure, leaks nothing.
+std::vector<std::uint8_t> encode_jpeg(const Image& image, int quality) {
+  const std::unique_ptr<void, TurboJpegHandleFree> encoder(tjInitCompress());
+  if (!encoder) throw Error(ErrorCode::out_of_memory, "cannot start a JPEG encoder: " + std::string(tjGetErrorStr2(nullptr)));
+  unsigned char* jpeg = nullptr;
+  unsigned long size = 0;
+  const int subsampling = quality > kMaxSubsampledQuality ? TJSAMP_444 : TJSAMP_420;
+  const int status = tjCompress2(encoder.get(), image.rgb.data(), image.width, 0, image.height, TJPF_RGB, &jpeg, &size,
+                                 subsampling, quality, 0);
+  const std::unique_ptr<unsigned char, TurboJpegBufferFree> owned(jpeg);
+  if (status != 0) {
+    throw Error(ErrorCode::internal, "cannot encode a " + size_text(image.width, image.height) +
+                                         " image as JPEG: " + tjGetErrorStr2(encoder.get()));
+  }
+  return std::vector<std::uint8_t>(jpeg, jpeg + size);
+}
+
+// PNG by stb_image_write; throws Error on failure.
+std::vector<std::uint8_t> encode_png(const Image& image) {
+  if ((static_cast<std::uint64_t>(image.width) * 3 + 1) * image.height > kMaxPngFilteredBytes) {
+    throw Error(ErrorCode::image_too_large,
+                "a " + size_text(image.width, image.height) + " image is too large to encode as PNG");
+  }
+  EncodedBytes out;
+  const int encoded = stbw_write_png(append_encoded, &out, image.width, image.height, image.rgb.data());
+  if (out.out_of_memory) {
+    throw Error(ErrorCode::out_of_memory, "no memory for the encoded " + size_text(image.width, image.height) + " image");
+  }
+  if (!encoded) {
+    throw Error(ErrorCode::internal, "cannot encode a " + size_text(image.width, image.height) + " image as PNG");
+  }
+  return std::move(out.bytes);
+}
+
 }  // namespace
 
 std::array<std::uint8_t, 3> colormap_rgb(Colormap colormap, float v) {
@@ -205,7 +253,7 @@ Image render_overlay(const Image& photo, const Heatmap& heatmap, Colormap colorm
   Image out{photo.width, photo.height, std::vector<std::uint8_t>(photo.rgb.size())};
   for (std::size_t i = 0; i < heatmap.values.size(); ++i) {
     const float v = heatmap.values[i];
-    const int level = v > 0.0f ? static_cast<int>(std::lround(std::min(v, 1.0f) * 255.0f)) : 0;  // NaN -> 0
+    const int level = v > 0.0f ? static_cast<int>(std::min(v, 1.0f) * 255.0f + 0.5f) : 0;  // NaN -> 0
     const std::array<std::uint8_t, 3>& colour = table[level];
     for (std::size_t c = 0; c < 3; ++c)
       out.rgb[3 * i + c] = static_cast<std::uint8_t>(
@@ -216,8 +264,6 @@ Image render_overlay(const Image& photo, const Heatmap& heatmap, Colormap colorm
 
 std::vector<std::uint8_t> encode_image(const Image& image, ImageFormat format, int jpeg_quality) {
   check_image(image, "image");
-  EncodedBytes out;
-  int encoded = 0;
   switch (format) {
     case ImageFormat::jpeg:
       if (jpeg_quality < 1 || jpeg_quality > 100) {
@@ -229,28 +275,12 @@ std::vector<std::uint8_t> encode_image(const Image& image, ImageFormat format, i
                     "a " + size_text(image.width, image.height) +
                         " image does not fit in JPEG (at most 65535 pixels a side)");
       }
-      encoded = stbw_write_jpeg(append_encoded, &out, image.width, image.height, image.rgb.data(),
-                                jpeg_quality);
-      break;
+      return encode_jpeg(image, jpeg_quality);
     case ImageFormat::png:
-      if ((static_cast<std::uint64_t>(image.width) * 3 + 1) * image.height > kMaxPngFilteredBytes) {
-        throw Error(ErrorCode::image_too_large,
-                    "a " + size_text(image.width, image.height) + " image is too large to encode as PNG");
-      }
-      encoded = stbw_write_png(append_encoded, &out, image.width, image.height, image.rgb.data());
-      break;
-    default:
-      throw Error(ErrorCode::invalid_argument,
-                  "unknown image format value " + std::to_string(static_cast<int>(format)));
+      return encode_png(image);
   }
-  if (out.out_of_memory) {
-    throw Error(ErrorCode::out_of_memory, "no memory for the encoded " + size_text(image.width, image.height) + " image");
-  }
-  if (!encoded) {
-    throw Error(ErrorCode::internal,
-                "stb_image_write failed to encode a " + size_text(image.width, image.height) + " image");
-  }
-  return std::move(out.bytes);
+  throw Error(ErrorCode::invalid_argument,
+              "unknown image format value " + std::to_string(static_cast<int>(format)));
 }
 
 }  // namespace dermal

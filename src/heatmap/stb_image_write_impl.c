@@ -7,11 +7,6 @@
 
 #include "heatmap/stb_write.h"
 
-int stbw_write_jpeg(stbw_sink* sink, void* context, int width, int height, const unsigned char* rgb,
-                    int quality) {
-  return stbi_write_jpg_to_func(sink, context, width, height, 3, rgb, quality);
-}
-
 int stbw_write_png(stbw_sink* sink, void* context, int width, int height, const unsigned char* rgb) {
   return stbi_write_png_to_func(sink, context, width, height, 3, rgb, width * 3);
 }

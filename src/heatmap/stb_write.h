@@ -7,10 +7,6 @@ extern "C" {
 /* Receives the encoded bytes, possibly over several calls, in order. */
 typedef void stbw_sink(void* context, void* data, int size);
 
-/* Encodes width * height packed RGB pixels as baseline JPEG (quality 1..100);
-   1 on success, 0 on failure. */
-int stbw_write_jpeg(stbw_sink* sink, void* context, int width, int height, const unsigned char* rgb,
-                    int quality);
 /* Encodes width * height packed RGB pixels as PNG; 1 on success, 0 on failure. */
 int stbw_write_png(stbw_sink* sink, void* context, int width, int height, const unsigned char* rgb);
 
