@@ -166,8 +166,8 @@ MemoryStatus memory_status();
 class Model {
  public:
   // Opens (and with preload, loads) a dermal model file; throws Error.
-  // Loading sets glibc's M_MMAP_THRESHOLD for the process (128 KiB while
-  // loading, then 32 MiB); see the README.
+  // Loading sets glibc's M_MMAP_THRESHOLD and M_TRIM_THRESHOLD for the
+  // process (128 KiB while loading, then 32 MiB); see the README.
   explicit Model(std::string path, LoadOptions options = {});
   ~Model();
   Model(Model&&) noexcept;

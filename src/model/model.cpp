@@ -83,6 +83,21 @@ torch::jit::Module submodule(const torch::jit::Module& root, const std::string& 
   return module;
 }
 
+// Indices of `stages`, the stage holding the most tensor bytes first.
+std::vector<std::size_t> largest_first(const torch::jit::Module& root, const std::vector<std::string>& stages) {
+  std::vector<std::uint64_t> bytes;
+  for (const std::string& name : stages) {
+    std::uint64_t total = 0;
+    for (const auto& attribute : submodule(root, name).named_attributes(/*recurse=*/true))
+      if (attribute.value.isTensor()) total += attribute.value.toTensor().nbytes();
+    bytes.push_back(total);
+  }
+  std::vector<std::size_t> order(stages.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return bytes[a] > bytes[b]; });
+  return order;
+}
+
 // Drops a module's own references to its tensors (recursively). A frozen
 // copy keeps the tensors it still uses; the rest (e.g. weights folded into
 // new ones) are freed now rather than when the whole network is dropped.
@@ -144,19 +159,22 @@ std::shared_ptr<Network> load_network(const std::string& path, const LoadOptions
   // layer stay differentiable. Stages the exporter found LibTorch's oneDNN
   // rewrite to get wrong ("frozen_only") are never optimised.
   const std::size_t optimised_count = options.gradcam ? split + 1 : d.stages.size();
-  for (std::size_t i = 0; i < d.stages.size(); ++i) {
+  std::vector<torch::jit::Module> prepared(d.stages.size());
+  for (const std::size_t i : largest_first(module, d.stages)) {
     // Freezing folds batch norms into new weights; the originals are released
     // before optimising makes the next copy, so at most two copies of one
-    // stage's weights exist at a time.
+    // stage's weights exist at a time, and the largest stage goes first,
+    // before the others' optimised forms take memory of their own.
     const torch::jit::Module stage = submodule(module, d.stages[i]);
     torch::jit::Module frozen = torch::jit::freeze(stage);
     release_tensors(stage);
     malloc_trim(0);
     const bool optimisable =
         std::find(d.frozen_only.begin(), d.frozen_only.end(), d.stages[i]) == d.frozen_only.end();
-    if (i >= optimised_count) network->after.push_back(frozen);
-    else network->before.push_back(optimisable ? torch::jit::optimize_for_inference(frozen) : frozen);
+    prepared[i] = i < optimised_count && optimisable ? torch::jit::optimize_for_inference(frozen) : frozen;
   }
+  network->before.assign(prepared.begin(), prepared.begin() + optimised_count);
+  network->after.assign(prepared.begin() + optimised_count, prepared.end());
   module = torch::jit::Module();
 
   // One forward of a blank image checks the description against the network.
@@ -281,17 +299,26 @@ class SlotGuard {
   InferenceSlots& slots_;
 };
 
-// While it lives, glibc returns every large freed block to the system at
-// once (its adaptive mmap threshold would otherwise keep freed copies of
-// weights resident during a load). Afterwards the threshold is where the
-// adaptive one settles once requests have run (its 32 MiB ceiling), so
-// requests stay as fast as with glibc's defaults.
-class LoadingMmapThreshold {
+// While it lives, glibc returns every freed block of 128 KiB or more to the
+// system at once (its adaptive mmap threshold would otherwise keep freed
+// copies of weights resident during a load). Afterwards both thresholds are
+// 32 MiB, the ceiling where the adaptive mmap threshold settles: activations
+// come from the heap, and free() does not hand the top of the heap back in
+// the middle of a request only for the next layer to fault it in again
+// (about 20,000 page faults, 20 ms, per reference-model request). The
+// malloc_trim after each request returns the memory instead.
+class LoadingMallocThresholds {
  public:
-  LoadingMmapThreshold() { mallopt(M_MMAP_THRESHOLD, 128 * 1024); }
-  ~LoadingMmapThreshold() { mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024); }
-  LoadingMmapThreshold(const LoadingMmapThreshold&) = delete;
-  LoadingMmapThreshold& operator=(const LoadingMmapThreshold&) = delete;
+  LoadingMallocThresholds() { set(128 * 1024); }
+  ~LoadingMallocThresholds() { set(32 * 1024 * 1024); }
+  LoadingMallocThresholds(const LoadingMallocThresholds&) = delete;
+  LoadingMallocThresholds& operator=(const LoadingMallocThresholds&) = delete;
+
+ private:
+  static void set(int bytes) {
+    mallopt(M_MMAP_THRESHOLD, bytes);
+    mallopt(M_TRIM_THRESHOLD, bytes);
+  }
 };
 
 }  // namespace
@@ -309,7 +336,7 @@ struct Model::Impl {
     if (!network) {
       torch::set_num_threads(options.threads);
       {
-        LoadingMmapThreshold threshold;
+        LoadingMallocThresholds threshold;
         network = translate_failures("loading the model", [&] { return load_network(path, options); });
       }
       ++load_count;
