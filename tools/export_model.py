@@ -5,15 +5,20 @@
         --labels akiec,bcc,bkl,df,mel,nv,vasc --size 300 \
         (--checkpoint model.pth | --seed 0) --out model.pt \
         [--cam-layer features.6] [--resize stretch|center_crop] [--calibrate-bn N]
-        [--precision fp32|bf16]
+        [--precision fp32|bf16 [--min-agreement 0.99] [--agreement-images 200]]
 
 The network is rearranged (not changed) into nested Sequentials whose children
 keep torchvision's names, so that running the stages in order equals the
 torchvision model's forward. Refusals (a checkpoint that does not fit, an
 unknown CAM layer, bad labels) exit with status 2 and a message, no traceback.
+
+A reduced-precision export is written only if its top-1 class agrees with the
+float32 network's on at least --min-agreement of --agreement-images generated
+lesion photos; the figure is recorded in the description's "precision".
 """
 import argparse
 import collections
+import copy
 import importlib.util
 import os
 import sys
@@ -28,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import dermal_model  # noqa: E402
 
 CALIBRATION_BATCH = 8
+AGREEMENT_SEED = 2024  # photos used neither for calibration nor elsewhere
 DEFAULT_CALIBRATION_BATCHES = 4
 LESIONS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lesions.py")
 
@@ -259,6 +265,21 @@ def to_bfloat16_before(model, stages, cam_layer):
         setattr(holder, child, Bfloat16Stage(getattr(holder, child)))
 
 
+def top1_agreement(float32_model, reduced_model, count, size):
+    """(agreeing, source): on how many of `count` generated photos the two
+    networks, frozen and optimised as dermal runs them, rank the same class first."""
+    images, source = calibration_images(AGREEMENT_SEED, count, size)
+    optimised = [torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(m.eval())))
+                 for m in (float32_model, reduced_model)]
+    agreeing = 0
+    with torch.inference_mode():
+        for start in range(0, count, CALIBRATION_BATCH):
+            x = normalize(images[start:start + CALIBRATION_BATCH])
+            first, second = (m(x).argmax(1) for m in optimised)
+            agreeing += int((first == second).sum())
+    return agreeing, source
+
+
 def normalize(images):
     mean = torch.tensor(dermal_model.IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(dermal_model.IMAGENET_STD).view(1, 3, 1, 1)
@@ -286,8 +307,15 @@ def parse_args(argv):
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                         help="bf16: the stages before the CAM layer compute in bfloat16 "
                              "(half their weight bytes); the CAM layer and the head stay "
-                             "float32. Top-1 may change: check it with "
-                             "benchmarks/precision_agreement.py (97%% on the reference model)")
+                             "float32. Written only if top-1 agrees with float32 well enough "
+                             "(--min-agreement)")
+    parser.add_argument("--min-agreement", type=float, default=0.99, metavar="FRACTION",
+                        help="reduced precision: the least top-1 agreement with float32 on "
+                             "generated photos for the file to be written (default 0.99; "
+                             "0 writes it whatever the agreement, e.g. to measure it)")
+    parser.add_argument("--agreement-images", type=int, default=200, metavar="N",
+                        help="reduced precision: generated photos the agreement is measured on "
+                             "(default 200)")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: "
                         "torch's; more speed up calibration on an idle machine only)")
     args = parser.parse_args(argv)
@@ -295,6 +323,10 @@ def parse_args(argv):
         parser.error("--size must be at least 16")
     if args.calibrate_bn is not None and args.calibrate_bn < 0:
         parser.error("--calibrate-bn must not be negative")
+    if not 0.0 <= args.min_agreement <= 1.0:
+        parser.error("--min-agreement must be within 0..1")
+    if args.agreement_images < 1:
+        parser.error("--agreement-images must be at least 1")
     return args
 
 
@@ -329,8 +361,18 @@ def export(args):
         summary.append(f"BatchNorm recalibrated on {len(images)} images ({source})")
 
     if args.precision == "bf16":
+        float32_model = copy.deepcopy(model)
         to_bfloat16_before(model, stages, cam_layer)
-        summary.append(f"stages before {cam_layer} converted to bfloat16")
+        agreeing, source = top1_agreement(float32_model, model, args.agreement_images, args.size)
+        del float32_model
+        count = args.agreement_images
+        finding = (f"stages before {cam_layer} in bfloat16: top-1 agrees with float32 on "
+                   f"{agreeing}/{count} = {agreeing / count:.1%} of generated photos ({source})")
+        if agreeing / count < args.min_agreement:
+            raise Refusal(f"{finding}, below --min-agreement {args.min_agreement:.1%}; nothing written")
+        summary.append(finding)
+        description["precision"] = {"reduced": "bfloat16", "before": cam_layer,
+                                    "top1_agreement": {"images": count, "agreeing": agreeing, "source": source}}
     dermal_model.save(model, description, args.out)
     parameters = sum(p.numel() for p in model.parameters())
     summary.append(f"wrote {args.out}: {os.path.getsize(args.out) / 1e6:.1f} MB, "
