@@ -125,7 +125,7 @@ const dermal::Explanation& explanation(const dermal_result* result, std::size_t 
 void give_heatmap(const dermal::Heatmap& map, int* width, int* height, const float** values) {
   required(width, "width") = map.width;
   required(height, "height") = map.height;
-  required(values, "values") = map.values.data();
+  required(values, "values") = map.values.empty() ? nullptr : map.values.data();
 }
 
 const std::vector<std::string>& labels_of(const dermal_model* model) {
@@ -270,6 +270,10 @@ dermal_status dermal_predict_options_set_jpeg_quality(dermal_predict_options* op
 
 dermal_status dermal_predict_options_set_render_overlay(dermal_predict_options* options, int enabled) {
   return guarded([&] { required(options, "options").options.render_overlay = enabled != 0; });
+}
+
+dermal_status dermal_predict_options_set_full_heatmap(dermal_predict_options* options, int enabled) {
+  return guarded([&] { required(options, "options").options.full_heatmap = enabled != 0; });
 }
 
 // ---- Model

@@ -109,6 +109,25 @@ static void test_prediction(dermal_model* model, const unsigned char* photo, siz
   CHECK_STATUS(dermal_model_label(model, label_count, &label), DERMAL_INVALID_ARGUMENT);
   dermal_result_free(result);
 
+  /* Without the map at the photo's size: the same overlay. */
+  {
+    const uint8_t* overlay_without = NULL;
+    size_t overlay_without_size = 0;
+    dermal_result* without = NULL;
+    CHECK_STATUS(dermal_model_predict(model, photo, photo_size, options, &result), DERMAL_OK);
+    CHECK_STATUS(dermal_predict_options_set_full_heatmap(options, 0), DERMAL_OK);
+    CHECK_STATUS(dermal_model_predict(model, photo, photo_size, options, &without), DERMAL_OK);
+    CHECK_STATUS(dermal_result_explanation_full_heatmap(without, 0, &width, &height, &values), DERMAL_OK);
+    CHECK(width == 0 && height == 0 && values == NULL);
+    CHECK_STATUS(dermal_result_explanation_overlay(result, 0, &overlay, &overlay_size), DERMAL_OK);
+    CHECK_STATUS(dermal_result_explanation_overlay(without, 0, &overlay_without, &overlay_without_size), DERMAL_OK);
+    CHECK(overlay_size > 0 && overlay_size == overlay_without_size &&
+          memcmp(overlay, overlay_without, overlay_size) == 0);
+    CHECK_STATUS(dermal_predict_options_set_full_heatmap(options, 1), DERMAL_OK);
+    dermal_result_free(without);
+    dermal_result_free(result);
+  }
+
   /* Without an overlay: heatmaps only. */
   CHECK_STATUS(dermal_predict_options_set_render_overlay(options, 0), DERMAL_OK);
   CHECK_STATUS(dermal_model_predict(model, photo, photo_size, options, &result), DERMAL_OK);

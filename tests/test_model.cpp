@@ -62,6 +62,23 @@ dermal::PredictOptions with_gradcam() {
 
 }  // namespace
 
+TEST_CASE("without the map at the photo's size the overlay is the same", "[model]") {
+  dermal::Model model(kModels + "/tiny.pt");
+  const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
+  dermal::PredictOptions options;
+  options.gradcam = true;
+  const dermal::Prediction with_map = model.predict(photo.data(), photo.size(), options);
+  options.full_heatmap = false;
+  const dermal::Prediction without_map = model.predict(photo.data(), photo.size(), options);
+  REQUIRE(with_map.cams.size() == 1);
+  REQUIRE(without_map.cams.size() == 1);
+  CHECK(with_map.cams[0].full.values.size() > 0);
+  CHECK(without_map.cams[0].full.values.empty());
+  CHECK(without_map.cams[0].raw.values == with_map.cams[0].raw.values);
+  CHECK(without_map.cams[0].overlay.size() > 0);
+  CHECK(without_map.cams[0].overlay == with_map.cams[0].overlay);
+}
+
 TEST_CASE("probabilities equal Python torch's for the same input tensor", "[model]") {
   const Expected expected = read_expected();
   dermal::Model model(kModels + "/tiny.pt");

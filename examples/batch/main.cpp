@@ -104,6 +104,7 @@ void show_progress(std::size_t done, std::size_t total, const std::string& name)
 std::string classify(dermal::Model& model, const fs::path& photo, const fs::path& out) {
   dermal::PredictOptions options;
   options.gradcam = true;
+  options.full_heatmap = false;  // only the overlay is written
   const std::vector<std::uint8_t> bytes = read_file(photo);
   const dermal::Prediction prediction = model.predict(bytes.data(), bytes.size(), options);
   write_file(out / (photo.stem().string() + "-gradcam.jpg"), prediction.cams.at(0).overlay);

@@ -123,6 +123,7 @@ int run(const Arguments& args) {
   options.colormap = dermal::parse_colormap(args.colormap);
   if (!args.cam_class.empty()) options.cam_class = args.cam_class;
   options.overlay_format = ends_with(args.heatmap, ".png") ? dermal::ImageFormat::png : dermal::ImageFormat::jpeg;
+  options.full_heatmap = false;  // only the overlay is written
 
   const auto load_start = std::chrono::steady_clock::now();
   dermal::Model model(args.model, load_options);

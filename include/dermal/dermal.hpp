@@ -120,6 +120,7 @@ struct PredictOptions {
   std::optional<std::string> cam_class;  // a label: explain this class only
   int cam_top_k = 1;                     // else: explain each of the top cam_top_k
   bool render_overlay = true;            // also produce the encoded overlay
+  bool full_heatmap = true;              // also produce Explanation::full (4 bytes per photo pixel)
   Colormap colormap = Colormap::jet;
   ImageFormat overlay_format = ImageFormat::jpeg;
   float overlay_alpha = 0.45f;           // heatmap weight in the blend, 0..1
@@ -144,7 +145,7 @@ struct Explanation {
   std::string label;
   CamMethod method = CamMethod::gradcam;
   Heatmap raw;    // at the CAM layer's resolution
-  Heatmap full;   // bilinear to the photo's size
+  Heatmap full;   // bilinear to the photo's size; empty if PredictOptions::full_heatmap is false
   bool flat = false;  // the map had no contrast (or was not finite): all zeros
   std::vector<std::uint8_t> overlay;  // encoded photo + heatmap, if rendered
 };

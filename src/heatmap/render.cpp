@@ -151,6 +151,48 @@ std::vector<Taps> bilinear_taps(int in_size, int out_size) {
   return taps;
 }
 
+// Throws Error(invalid_argument) unless the placement has pixels and lies
+// within a width x height canvas.
+void check_placement(const Placement& p, int width, int height) {
+  if (p.width <= 0 || p.height <= 0 || p.left < 0 || p.top < 0 || p.left + p.width > width ||
+      p.top + p.height > height) {
+    throw Error(ErrorCode::invalid_argument,
+                "a " + size_text(p.width, p.height) + " placement at (" + std::to_string(p.left) + ", " +
+                    std::to_string(p.top) + ") does not fit a " + size_text(width, height) + " picture");
+  }
+}
+
+// A map stretched bilinearly over a placement, one output row at a time.
+class Stretch {
+ public:
+  Stretch(const Heatmap& map, const Placement& placement)
+      : map_(map), columns_(bilinear_taps(map.width, placement.width)),
+        rows_(bilinear_taps(map.height, placement.height)) {}
+
+  // Writes output row y (0 at the placement's top) to out[0, placement width).
+  void row(int y, float* out) const {
+    const Taps& row = rows_[y];
+    const float* top = map_.values.data() + static_cast<std::size_t>(row.first) * map_.width;
+    const float* bottom = map_.values.data() + static_cast<std::size_t>(row.second) * map_.width;
+    for (std::size_t x = 0; x < columns_.size(); ++x) {
+      const Taps& column = columns_[x];
+      const float upper = blend(top[column.first], top[column.second], column.weight);
+      const float lower = blend(bottom[column.first], bottom[column.second], column.weight);
+      out[x] = blend(upper, lower, row.weight);
+    }
+  }
+
+ private:
+  // (1 - weight) * a + weight * b; exactly a when weight is 0, even if b is not finite.
+  static float blend(float a, float b, float weight) {
+    return weight == 0.0f ? a : (1.0f - weight) * a + weight * b;
+  }
+
+  const Heatmap& map_;
+  std::vector<Taps> columns_;
+  std::vector<Taps> rows_;
+};
+
 struct TurboJpegHandleFree {
   void operator()(void* handle) const { tjDestroy(handle); }
 };
@@ -211,27 +253,20 @@ Colormap parse_colormap(const std::string& name) {
 }
 
 Heatmap resize_heatmap(const Heatmap& map, int width, int height) {
-  check_heatmap(map);
   if (width <= 0 || height <= 0) {
     throw Error(ErrorCode::invalid_argument,
                 "cannot resize a heatmap to " + size_text(width, height));
   }
-  const std::vector<Taps> columns = bilinear_taps(map.width, width);
-  const std::vector<Taps> rows = bilinear_taps(map.height, height);
-  Heatmap out{width, height, std::vector<float>(static_cast<std::size_t>(width) * height)};
-  for (int y = 0; y < height; ++y) {
-    const Taps& row = rows[y];
-    const float* top = map.values.data() + static_cast<std::size_t>(row.first) * map.width;
-    const float* bottom = map.values.data() + static_cast<std::size_t>(row.second) * map.width;
-    float* out_row = out.values.data() + static_cast<std::size_t>(y) * width;
-    for (int x = 0; x < width; ++x) {
-      const Taps& column = columns[x];
-      const float upper = (1.0f - column.weight) * top[column.first] + column.weight * top[column.second];
-      const float lower =
-          (1.0f - column.weight) * bottom[column.first] + column.weight * bottom[column.second];
-      out_row[x] = (1.0f - row.weight) * upper + row.weight * lower;
-    }
-  }
+  return place_heatmap(map, {0, 0, width, height}, width, height);
+}
+
+Heatmap place_heatmap(const Heatmap& map, const Placement& placement, int width, int height) {
+  check_heatmap(map);
+  check_placement(placement, width, height);
+  const Stretch stretch(map, placement);
+  Heatmap out{width, height, std::vector<float>(static_cast<std::size_t>(width) * height, 0.0f)};
+  for (int y = placement.top; y < placement.top + placement.height; ++y)
+    stretch.row(y - placement.top, out.values.data() + static_cast<std::size_t>(y) * width + placement.left);
   return out;
 }
 
@@ -243,6 +278,14 @@ Image render_overlay(const Image& photo, const Heatmap& heatmap, Colormap colorm
                 "heatmap is " + size_text(heatmap.width, heatmap.height) + " but the photo is " +
                     size_text(photo.width, photo.height));
   }
+  return render_placed_overlay(photo, heatmap, {0, 0, photo.width, photo.height}, colormap, alpha);
+}
+
+Image render_placed_overlay(const Image& photo, const Heatmap& map, const Placement& placement, Colormap colormap,
+                            float alpha) {
+  check_image(photo, "photo");
+  check_heatmap(map);
+  check_placement(placement, photo.width, photo.height);
   if (!(alpha >= 0.0f && alpha <= 1.0f)) {
     throw Error(ErrorCode::invalid_argument, "overlay alpha must be in [0, 1], not " + number_text(alpha));
   }
@@ -250,14 +293,23 @@ Image render_overlay(const Image& photo, const Heatmap& heatmap, Colormap colorm
   std::array<std::array<std::uint8_t, 3>, 256> table;
   for (int level = 0; level < 256; ++level) table[level] = colormap_rgb(colormap, level / 255.0f);
   const std::uint32_t weight = static_cast<std::uint32_t>(std::lround(alpha * 256.0f));
+  const Stretch stretch(map, placement);
+  std::vector<float> line(static_cast<std::size_t>(photo.width), 0.0f);  // zero outside the placement
   Image out{photo.width, photo.height, std::vector<std::uint8_t>(photo.rgb.size())};
-  for (std::size_t i = 0; i < heatmap.values.size(); ++i) {
-    const float v = heatmap.values[i];
-    const int level = v > 0.0f ? static_cast<int>(std::min(v, 1.0f) * 255.0f + 0.5f) : 0;  // NaN -> 0
-    const std::array<std::uint8_t, 3>& colour = table[level];
-    for (std::size_t c = 0; c < 3; ++c)
-      out.rgb[3 * i + c] = static_cast<std::uint8_t>(
-          (photo.rgb[3 * i + c] * (256 - weight) + colour[c] * weight + 128) >> 8);
+  for (int y = 0; y < photo.height; ++y) {
+    const bool inside = y >= placement.top && y < placement.top + placement.height;
+    if (inside) stretch.row(y - placement.top, line.data() + placement.left);
+    else std::fill(line.begin() + placement.left, line.begin() + placement.left + placement.width, 0.0f);
+    const std::size_t first = static_cast<std::size_t>(y) * photo.width * 3;
+    for (int x = 0; x < photo.width; ++x) {
+      const float v = line[x];
+      const int level = v > 0.0f ? static_cast<int>(std::min(v, 1.0f) * 255.0f + 0.5f) : 0;  // NaN -> 0
+      const std::array<std::uint8_t, 3>& colour = table[level];
+      for (std::size_t c = 0; c < 3; ++c) {
+        const std::size_t i = first + 3 * static_cast<std::size_t>(x) + c;
+        out.rgb[i] = static_cast<std::uint8_t>((photo.rgb[i] * (256 - weight) + colour[c] * weight + 128) >> 8);
+      }
+    }
   }
   return out;
 }

@@ -214,26 +214,19 @@ void check_options(const PredictOptions& options) {
                 fmt::format("jpeg_quality must be within 1..100, not {}", options.jpeg_quality));
 }
 
-// The heatmap at the photo's size: the raw map stretched over the part of the
-// photo the model saw (all of it, or the centred crop), zero elsewhere.
-Heatmap heatmap_on_photo(const Heatmap& raw, const Image& photo, const ModelDescription& description) {
+// The part of the photo the model saw (all of it, or the centred crop), in
+// the photo's pixels: where the heatmap lies on it.
+Placement heatmap_placement(const Image& photo, const ModelDescription& description) {
   const ResizeWindow window = input_window(photo, description);
   const double to_photo_x = static_cast<double>(photo.width) / window.resized_width;
   const double to_photo_y = static_cast<double>(photo.height) / window.resized_height;
-  const int left = static_cast<int>(std::lround(window.left * to_photo_x));
-  const int top = static_cast<int>(std::lround(window.top * to_photo_y));
-  const int width = std::clamp(static_cast<int>(std::lround(window.width * to_photo_x)), 1, photo.width - left);
-  const int height = std::clamp(static_cast<int>(std::lround(window.height * to_photo_y)), 1, photo.height - top);
-  const Heatmap inside = resize_heatmap(raw, width, height);
-  if (width == photo.width && height == photo.height) return inside;
-  Heatmap full;
-  full.width = photo.width;
-  full.height = photo.height;
-  full.values.assign(static_cast<std::size_t>(photo.width) * photo.height, 0.0f);
-  for (int y = 0; y < height; ++y)
-    std::copy_n(&inside.values[static_cast<std::size_t>(y) * width], width,
-                &full.values[static_cast<std::size_t>(top + y) * photo.width + left]);
-  return full;
+  Placement placement;
+  placement.left = static_cast<int>(std::lround(window.left * to_photo_x));
+  placement.top = static_cast<int>(std::lround(window.top * to_photo_y));
+  placement.width = std::clamp(static_cast<int>(std::lround(window.width * to_photo_x)), 1, photo.width - placement.left);
+  placement.height =
+      std::clamp(static_cast<int>(std::lround(window.height * to_photo_y)), 1, photo.height - placement.top);
+  return placement;
 }
 
 // Label indices, most probable first.
@@ -462,10 +455,12 @@ Prediction Model::predict_upright(const Image& photo, const PredictOptions& opti
         explanation.method = options.cam;
         explanation.raw = normalized.map;
         explanation.flat = normalized.flat;
-        explanation.full = heatmap_on_photo(explanation.raw, photo, d);
+        const Placement placement = heatmap_placement(photo, d);
+        if (options.full_heatmap) explanation.full = place_heatmap(explanation.raw, placement, photo.width, photo.height);
         if (options.render_overlay)
-          explanation.overlay = encode_image(render_overlay(photo, explanation.full, options.colormap, options.overlay_alpha),
-                                             options.overlay_format, options.jpeg_quality);
+          explanation.overlay = encode_image(
+              render_placed_overlay(photo, explanation.raw, placement, options.colormap, options.overlay_alpha),
+              options.overlay_format, options.jpeg_quality);
         result.cams.push_back(std::move(explanation));
       }
     }

@@ -96,6 +96,13 @@ def test_prediction_with_gradcam(dermal, model, photo):
     assert model.predict(photo).overlay.startswith(b"\xff\xd8")
 
 
+def test_without_the_full_heatmap_the_overlay_is_the_same(model, photo):
+    with_map, without_map = (model.predict(photo, full_heatmap=full) for full in (True, False))
+    assert with_map.heatmap.shape == (32, 40) and without_map.heatmap is None
+    assert without_map.heatmap_raw.tolist() == with_map.heatmap_raw.tolist()
+    assert without_map.overlay == with_map.overlay and len(without_map.overlay) > 0
+
+
 def test_heatmaps_are_lists_of_rows_without_numpy(dermal, model, photo, monkeypatch):
     monkeypatch.setattr(dermal, "numpy", None)
     result = model.predict(photo)

@@ -140,6 +140,9 @@ DERMAL_API dermal_status dermal_predict_options_set_overlay_alpha(dermal_predict
 DERMAL_API dermal_status dermal_predict_options_set_jpeg_quality(dermal_predict_options* options, int quality);
 /* 0: heatmaps only, no encoded overlay. */
 DERMAL_API dermal_status dermal_predict_options_set_render_overlay(dermal_predict_options* options, int enabled);
+/* 0: no map at the photo's size (it costs 4 bytes per photo pixel per
+ * explained class); the overlay is made without it. */
+DERMAL_API dermal_status dermal_predict_options_set_full_heatmap(dermal_predict_options* options, int enabled);
 
 /* ---- Model ------------------------------------------------------------ */
 
@@ -190,7 +193,8 @@ DERMAL_API dermal_status dermal_result_explanation_flat(const dermal_result* res
 /* The map at the CAM layer's resolution: width * height values in [0, 1], row-major. */
 DERMAL_API dermal_status dermal_result_explanation_heatmap(const dermal_result* result, size_t i, int* width,
                                                            int* height, const float** values);
-/* The map at the photo's size. */
+/* The map at the photo's size; 0 x 0 and NULL when switched off
+ * (dermal_predict_options_set_full_heatmap). */
 DERMAL_API dermal_status dermal_result_explanation_full_heatmap(const dermal_result* result, size_t i, int* width,
                                                                 int* height, const float** values);
 /* The encoded overlay (photo + heatmap); *size is 0 and *bytes NULL when

@@ -129,7 +129,10 @@ def memory_status():
 
 
 def _heatmap(values, width, height):
-    """A copy of width*height floats: a float32 numpy array (height x width), else a list of rows."""
+    """A copy of width*height floats: a float32 numpy array (height x width),
+    else a list of rows; None for an empty map."""
+    if width == 0 or height == 0:
+        return None
     if numpy is not None:
         return numpy.ctypeslib.as_array(values, shape=(height, width)).astype(numpy.float32, copy=True)
     flat = values[: width * height]
@@ -139,8 +142,8 @@ def _heatmap(values, width, height):
 class Explanation:
     """One class activation map: the explained class (label, index), the
     method, flat (the map had no contrast and is all zeros), heatmap at the
-    photo's size, heatmap_raw at the CAM layer's, overlay (encoded photo +
-    heatmap, or None when not rendered)."""
+    photo's size (None with full_heatmap=False), heatmap_raw at the CAM
+    layer's, overlay (encoded photo + heatmap, or None when not rendered)."""
 
     def __init__(self, handle, position):
         label, index, method, flat = c_char_p(), c_int(), c_char_p(), c_int()
@@ -257,11 +260,14 @@ class Model:
             handle, data, width, height, opts, result), **options)
 
     def _predict(self, call, top_k=3, gradcam=None, cam="gradcam", cam_class=None, colormap="jet",
-                 overlay_format="jpeg", alpha=0.45, cam_top_k=1, overlay=True, jpeg_quality=90):
+                 overlay_format="jpeg", alpha=0.45, cam_top_k=1, overlay=True, jpeg_quality=90,
+                 full_heatmap=True):
         """gradcam=None follows the load option; cam_class explains that
         label, else the cam_top_k best classes are explained; overlay=False
         skips rendering; overlay_format is "jpeg" (at jpeg_quality, 1..100) or
-        "png"; alpha (0..1) is the heatmap's weight in the overlay."""
+        "png"; alpha (0..1) is the heatmap's weight in the overlay;
+        full_heatmap=False leaves Explanation.heatmap None (the map at the
+        photo's size costs 4 bytes per photo pixel, twice through Python)."""
         labels = self.labels
         options, result = c_void_p(), c_void_p()
         with self._use() as handle:
@@ -278,6 +284,7 @@ class Model:
                 lib.dermal_predict_options_set_overlay_alpha(options, alpha)
                 lib.dermal_predict_options_set_cam_top_k(options, cam_top_k)
                 lib.dermal_predict_options_set_render_overlay(options, bool(overlay))
+                lib.dermal_predict_options_set_full_heatmap(options, bool(full_heatmap))
                 lib.dermal_predict_options_set_jpeg_quality(options, jpeg_quality)
                 call(handle, options, byref(result))
             finally:

@@ -123,6 +123,8 @@ def open_library(path):
     d("dermal_predict_options_set_jpeg_quality", c_status, c_handle, c_int)
     # dermal_status dermal_predict_options_set_render_overlay(dermal_predict_options* options, int enabled);
     d("dermal_predict_options_set_render_overlay", c_status, c_handle, c_int)
+    # dermal_status dermal_predict_options_set_full_heatmap(dermal_predict_options* options, int enabled);
+    d("dermal_predict_options_set_full_heatmap", c_status, c_handle, c_int)
 
     # dermal_status dermal_model_load(const char* path, const dermal_load_options* options, dermal_model** model);
     d("dermal_model_load", c_status, c_char_p, c_handle, POINTER(c_handle))

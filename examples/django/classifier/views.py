@@ -205,7 +205,9 @@ def predict(request):
     cam_class = request.POST.get("cam_class", request.GET.get("cam_class")) or None
     model = _model()
     try:
-        result = services.run_inference(model.predict, data, top_k=top_k, gradcam=gradcam, cam_class=cam_class)
+        # Only the overlay is sent: no float map at the photo's size is made.
+        result = services.run_inference(model.predict, data, top_k=top_k, gradcam=gradcam, cam_class=cam_class,
+                                        full_heatmap=False)
     except services.QueueTimeout:
         raise ApiError(503, "busy", f"All {c['max_concurrent']} inference slots stayed busy for "
                        f"{c['queue_timeout']:g} s; try again shortly.", {"Retry-After": "5"})
