@@ -442,6 +442,7 @@ Prediction Model::predict_upright(const Image& photo, const PredictOptions& opti
 
     if (want_cam) {
       const std::vector<int> classes = classes_to_explain(options, order, d);
+      const Placement placement = heatmap_placement(photo, d);
       for (std::size_t i = 0; i < classes.size(); ++i) {
         torch::Tensor gradient;
         if (needs_gradient) {
@@ -455,7 +456,6 @@ Prediction Model::predict_upright(const Image& photo, const PredictOptions& opti
         explanation.method = options.cam;
         explanation.raw = normalized.map;
         explanation.flat = normalized.flat;
-        const Placement placement = heatmap_placement(photo, d);
         if (options.full_heatmap) explanation.full = place_heatmap(explanation.raw, placement, photo.width, photo.height);
         if (options.render_overlay)
           explanation.overlay = encode_image(
