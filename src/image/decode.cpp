@@ -9,6 +9,8 @@
 #include "image/exif.hpp"
 #include "image/stb_decode.h"
 
+#include <turbojpeg.h>
+
 namespace dermal {
 
 namespace {
@@ -65,25 +67,8 @@ Error truncated(Format format, const std::string& where) {
   return Error(ErrorCode::invalid_image, fmt::format("truncated {} data: it ends {}", format_name(format), where));
 }
 
-// Refuses a DHT segment unless its tables fill it exactly, each with at most
-// 256 codes: stb_image (2.27) writes a larger table's code lengths past the
-// end of its array, and reads tables on past the segment's end.
-void check_huffman_tables(const std::uint8_t* body, std::size_t body_size) {
-  std::size_t pos = 0;
-  while (pos < body_size) {
-    if (body_size - pos < 17) throw Error(ErrorCode::invalid_image, "corrupt JPEG data: a Huffman table is cut short");
-    std::size_t codes = 0;
-    for (int i = 1; i <= 16; ++i) codes += body[pos + i];
-    if (codes > 256)
-      throw Error(ErrorCode::invalid_image,
-                  fmt::format("corrupt JPEG data: a Huffman table declares {} codes, over 256", codes));
-    pos += 17 + codes;
-  }
-  if (pos != body_size) throw Error(ErrorCode::invalid_image, "corrupt JPEG data: a Huffman table is cut short");
-}
-
 // Walks the JPEG marker segments from SOI to EOI, reading the frame size and
-// EXIF block. Refuses truncated data and the JPEG flavours stb_image does not decode.
+// EXIF block. Refuses truncated data and the JPEG flavours dermal does not decode.
 Header read_jpeg(const std::uint8_t* data, std::size_t size) {
   Header header;
   std::size_t pos = 2;
@@ -108,12 +93,13 @@ Header read_jpeg(const std::uint8_t* data, std::size_t size) {
       if (marker == 0xC3 || marker >= 0xC5)
         throw Error(ErrorCode::unsupported_image, "lossless or hierarchical JPEG is not supported");
       if (body_size < 6) throw Error(ErrorCode::invalid_image, "corrupt JPEG data: a frame header is too short");
+      if (header.width != 0 || header.height != 0)
+        throw Error(ErrorCode::invalid_image, "corrupt JPEG data: more than one frame header");
       if (body[5] == 4)
         throw Error(ErrorCode::unsupported_image, "CMYK/YCCK JPEG is not supported; convert the photo to RGB");
       header.height = big_endian_16(body + 1);
       header.width = big_endian_16(body + 3);
     }
-    if (marker == 0xC4) check_huffman_tables(body, body_size);
     if (marker == 0xE1 && header.exif == nullptr && body_size > 6 && std::memcmp(body, "Exif\0\0", 6) == 0) {
       header.exif = body + 6;
       header.exif_size = body_size - 6;
@@ -126,6 +112,53 @@ Header read_jpeg(const std::uint8_t* data, std::size_t size) {
       if (pos + 1 >= size) throw truncated(Format::jpeg, "inside the compressed image data");
     }
   }
+}
+
+struct TurboJpegHandleFree {
+  void operator()(void* handle) const { tjDestroy(handle); }
+};
+
+// Decodes JPEG data to 8-bit RGB with libjpeg-turbo (as PIL does: accurate
+// integer IDCT, smooth chroma upsampling). Data it decodes with a warning
+// (e.g. extraneous bytes) is accepted, as browsers and PIL accept it.
+Image decode_jpeg(const std::uint8_t* data, std::size_t size, const Header& header) {
+  const std::unique_ptr<void, TurboJpegHandleFree> decoder(tjInitDecompress());
+  if (!decoder) throw Error(ErrorCode::out_of_memory, "cannot start a JPEG decoder: " + std::string(tjGetErrorStr2(nullptr)));
+  const auto failure = [&decoder] {
+    return Error(ErrorCode::invalid_image, fmt::format("could not decode the JPEG data: {}", tjGetErrorStr2(decoder.get())));
+  };
+  int width = 0, height = 0, subsampling = 0, colorspace = 0;
+  if (tjDecompressHeader3(decoder.get(), data, static_cast<unsigned long>(size), &width, &height, &subsampling,
+                          &colorspace) != 0)
+    throw failure();
+  if (width != header.width || height != header.height)
+    throw Error(ErrorCode::invalid_image,
+                fmt::format("corrupt JPEG data: the frame header says {}x{}, the decoder reads {}x{}", header.width,
+                            header.height, width, height));
+  Image image;
+  image.width = width;
+  image.height = height;
+  image.rgb.resize(static_cast<std::size_t>(width) * height * 3);
+  if (tjDecompress2(decoder.get(), data, static_cast<unsigned long>(size), image.rgb.data(), width, 0, height,
+                    TJPF_RGB, 0) != 0 &&
+      tjGetErrorCode(decoder.get()) != TJERR_WARNING)
+    throw failure();
+  return image;
+}
+
+// Decodes PNG or BMP data to 8-bit RGB with stb_image.
+Image decode_with_stb(const std::uint8_t* data, std::size_t size, Format format) {
+  int width = 0, height = 0;
+  std::unique_ptr<unsigned char, void (*)(void*)> pixels_rgb(
+      stbd_load_rgb(data, static_cast<int>(size), &width, &height), stbd_free);
+  if (!pixels_rgb)
+    throw Error(ErrorCode::invalid_image,
+                fmt::format("could not decode the {} data: {}", format_name(format), stbd_failure_reason()));
+  Image image;
+  image.width = width;
+  image.height = height;
+  image.rgb.assign(pixels_rgb.get(), pixels_rgb.get() + static_cast<std::size_t>(width) * height * 3);
+  return image;
 }
 
 // A 4-byte chunk type as text; bytes outside printable ASCII become '?'.
@@ -215,17 +248,7 @@ Image decode_image(const std::uint8_t* data, std::size_t size, const DecodeOptio
     throw Error(ErrorCode::image_too_large,
                 fmt::format("{} declares {}x{} = {} pixels, over the limit of {}", format_name(format), header.width,
                             header.height, pixels, options.max_pixels));
-  int width = 0, height = 0;
-  std::unique_ptr<unsigned char, void (*)(void*)> pixels_rgb(
-      stbd_load_rgb(data, static_cast<int>(size), &width, &height), stbd_free);
-  if (!pixels_rgb)
-    throw Error(ErrorCode::invalid_image,
-                fmt::format("could not decode the {} data: {}", format_name(format), stbd_failure_reason()));
-  Image stored;
-  stored.width = width;
-  stored.height = height;
-  stored.rgb.assign(pixels_rgb.get(), pixels_rgb.get() + static_cast<std::size_t>(width) * height * 3);
-  pixels_rgb.reset();
+  Image stored = format == Format::jpeg ? decode_jpeg(data, size, header) : decode_with_stb(data, size, format);
   return apply_orientation(std::move(stored), exif_orientation(header.exif, header.exif_size));
 }
 

@@ -1,10 +1,9 @@
 /* The one translation unit that compiles stb_image, limited to the formats
-   dermal accepts. Internal to the library (static functions, wrapped in
-   stb_decode.h). */
+   dermal decodes with it (JPEG goes to libjpeg-turbo). Internal to the
+   library (static functions, wrapped in stb_decode.h). */
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC
 #define STBI_NO_STDIO
-#define STBI_ONLY_JPEG
 #define STBI_ONLY_PNG
 #define STBI_ONLY_BMP
 #include <stb_image.h>
@@ -20,8 +19,8 @@ unsigned char* stbd_load_rgb(const unsigned char* data, int size, int* width, in
 }
 
 /* Never NULL, and never a reason left over from an earlier call on this thread
-   or from stb's PNG signature test, which runs before its JPEG and BMP decoders
-   (some of whose failures set no reason of their own). */
+   or from stb's PNG signature test, which runs before its BMP decoder (some
+   of whose failures set no reason of their own). */
 const char* stbd_failure_reason(void) {
   const char* reason = stbi_failure_reason();
   return reason == NULL || strcmp(reason, "bad png sig") == 0 ? "corrupt data" : reason;
