@@ -167,6 +167,10 @@ def cases():
         ("bogus_sof_no_components.jpg", replace_sof(jpeg, body=sof_body[:5] + b"\x00"), "invalid_image", None),
         ("bogus_sof_12_bit.jpg", replace_sof(jpeg, body=b"\x0c" + sof_body[1:]), "invalid_image", None),
         ("no_frame_header.jpg", jpeg[:sof - 4] + jpeg[sof - 2 + len(sof_body) + 2:], "invalid_image", None),
+        # A small first frame header in front of a huge one: the size checked must be the size decoded.
+        ("two_frame_headers.jpg",
+         with_segment(jpeg, 0xC0, sof_body[:1] + struct.pack(">HH", 2, 2) + sof_body[5:]),
+         "invalid_image", None),
         ("bad_huffman_table.jpg", with_segment(jpeg, 0xC4, b"\x00" + b"\xff" * 16 + b"\x00" * 300), "invalid_image", None),
         # PNG corruptions.
         ("bad_zlib_stream.png", bad_zlib_png(), "invalid_image", None),
