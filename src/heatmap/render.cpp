@@ -9,9 +9,8 @@
 #include <string>
 #include <vector>
 
-#include <turbojpeg.h>
-
 #include "heatmap/stb_write.h"
+#include "turbojpeg_handle.hpp"
 
 namespace {
 
@@ -193,16 +192,13 @@ class Stretch {
   std::vector<Taps> rows_;
 };
 
-struct TurboJpegHandleFree {
-  void operator()(void* handle) const { tjDestroy(handle); }
-};
 struct TurboJpegBufferFree {
   void operator()(unsigned char* buffer) const { tjFree(buffer); }
 };
 
 // Baseline JPEG by libjpeg-turbo; throws Error on failure, leaks nothing.
 std::vector<std::uint8_t> encode_jpeg(const Image& image, int quality) {
-  const std::unique_ptr<void, TurboJpegHandleFree> encoder(tjInitCompress());
+  const TurboJpegHandle encoder(tjInitCompress());
   if (!encoder) throw Error(ErrorCode::out_of_memory, "cannot start a JPEG encoder: " + std::string(tjGetErrorStr2(nullptr)));
   unsigned char* jpeg = nullptr;
   unsigned long size = 0;

@@ -8,8 +8,7 @@
 #include "dermal/dermal.hpp"
 #include "image/exif.hpp"
 #include "image/stb_decode.h"
-
-#include <turbojpeg.h>
+#include "turbojpeg_handle.hpp"
 
 namespace dermal {
 
@@ -114,15 +113,11 @@ Header read_jpeg(const std::uint8_t* data, std::size_t size) {
   }
 }
 
-struct TurboJpegHandleFree {
-  void operator()(void* handle) const { tjDestroy(handle); }
-};
-
 // Decodes JPEG data to 8-bit RGB with libjpeg-turbo (as PIL does: accurate
 // integer IDCT, smooth chroma upsampling). Data it decodes with a warning
 // (e.g. extraneous bytes) is accepted, as browsers and PIL accept it.
 Image decode_jpeg(const std::uint8_t* data, std::size_t size, const Header& header) {
-  const std::unique_ptr<void, TurboJpegHandleFree> decoder(tjInitDecompress());
+  const TurboJpegHandle decoder(tjInitDecompress());
   if (!decoder) throw Error(ErrorCode::out_of_memory, "cannot start a JPEG decoder: " + std::string(tjGetErrorStr2(nullptr)));
   const auto failure = [&decoder] {
     return Error(ErrorCode::invalid_image, fmt::format("could not decode the JPEG data: {}", tjGetErrorStr2(decoder.get())));
