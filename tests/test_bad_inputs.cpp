@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "dermal/dermal.hpp"
+#include "read_bytes.hpp"
 
 namespace {
 
@@ -39,12 +40,6 @@ std::vector<BadInput> read_corpus() {
   return corpus;
 }
 
-std::vector<std::uint8_t> read_input(const std::string& file) {
-  std::ifstream in(kBadInputs + "/" + file, std::ios::binary);
-  REQUIRE(in);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 }  // namespace
 
 #ifndef DERMAL_MODEL_FIXTURES
@@ -54,7 +49,7 @@ TEST_CASE("the bad-input corpus: each file gets its documented status", "[image]
   CHECK(corpus.size() >= 25);
   for (const BadInput& input : corpus) {
     INFO(input.file << " should be " << input.status);
-    const std::vector<std::uint8_t> bytes = read_input(input.file);
+    const std::vector<std::uint8_t> bytes = read_bytes(kBadInputs + "/" + input.file);
     try {
       const dermal::Image image = dermal::decode_image(bytes.data(), bytes.size());
       CHECK(input.status == "ok");
@@ -77,7 +72,7 @@ TEST_CASE("the bad-input corpus through predict: the same statuses, valid photos
   options.gradcam = true;
   for (const BadInput& input : read_corpus()) {
     INFO(input.file << " should be " << input.status);
-    const std::vector<std::uint8_t> bytes = read_input(input.file);
+    const std::vector<std::uint8_t> bytes = read_bytes(kBadInputs + "/" + input.file);
     try {
       const dermal::Prediction prediction = model.predict(bytes.data(), bytes.size(), options);
       CHECK(input.status == "ok");

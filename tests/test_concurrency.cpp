@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "dermal/dermal.hpp"
+#include "read_bytes.hpp"
 
 using dermal::ErrorCode;
 
@@ -24,12 +25,6 @@ constexpr double kMB = 1024.0 * 1024.0;
 bool long_mode() {
   const char* value = std::getenv("DERMAL_LONG_TESTS");
   return value != nullptr && std::string(value) == "1";
-}
-
-std::vector<std::uint8_t> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE(in);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // A smooth, textured synthetic photo encoded as JPEG.
@@ -104,11 +99,11 @@ struct Mix {
 
 Mix request_mix() {
   Mix mix;
-  mix.photos.push_back(read_file(kModels + "/tiny_input.png"));
+  mix.photos.push_back(read_bytes(kModels + "/tiny_input.png"));
   mix.photos.push_back(synthetic_jpeg(96, 64));
   for (const char* name : {"one_pixel.jpg", "progressive.jpg", "interlaced.png", "empty.jpg", "truncated_jpeg_in_scan.jpg",
                            "cmyk.jpg", "huge_declared.png", "bad_zlib_stream.png", "photo.webp"})
-    mix.photos.push_back(read_file(kBadInputs + "/" + name));
+    mix.photos.push_back(read_bytes(kBadInputs + "/" + name));
   dermal::PredictOptions plain;
   plain.gradcam = false;
   dermal::PredictOptions gradcam;

@@ -7,16 +7,11 @@
 #include <sstream>
 
 #include "dermal/dermal.hpp"
+#include "read_bytes.hpp"
 
 namespace {
 
 const std::string kHeldOut = DERMAL_HELD_OUT;
-
-std::vector<std::uint8_t> read_bytes(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  REQUIRE(file);
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-}
 
 struct Sample {
   std::string photo, label, mask;

@@ -7,6 +7,7 @@
 
 #include "dermal/dermal.hpp"
 #include "image/preprocess.hpp"
+#include "read_bytes.hpp"
 
 using dermal::ErrorCode;
 
@@ -14,14 +15,11 @@ namespace {
 
 const std::string kFixtures = DERMAL_FIXTURES;
 
-std::vector<std::uint8_t> read_bytes(const std::string& name) {
-  std::ifstream file(kFixtures + "/images/" + name, std::ios::binary);
-  REQUIRE(file);
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-}
+// A picture from tests/fixtures/images.
+std::vector<std::uint8_t> read_image(const std::string& name) { return read_bytes(kFixtures + "/images/" + name); }
 
 dermal::Image decode_fixture(const std::string& name) {
-  const std::vector<std::uint8_t> bytes = read_bytes(name);
+  const std::vector<std::uint8_t> bytes = read_image(name);
   return dermal::decode_image(bytes.data(), bytes.size());
 }
 
@@ -148,16 +146,16 @@ TEST_CASE("bad image data gets its own clear error", "[image][errors]") {
   CHECK(decode_error({gif.begin(), gif.end()}, &message) == ErrorCode::unsupported_image);
   CHECK_THAT(message, Catch::Contains("GIF"));
 
-  CHECK(decode_error(read_bytes("huge_declared.png"), &message) == ErrorCode::image_too_large);
+  CHECK(decode_error(read_image("huge_declared.png"), &message) == ErrorCode::image_too_large);
   CHECK_THAT(message, Catch::Contains("100000x100000"));
   dermal::DecodeOptions small;
   small.max_pixels = 62;  // the photo has 9 x 7 = 63
-  CHECK(decode_error(read_bytes("rgb.jpg"), &message, small) == ErrorCode::image_too_large);
+  CHECK(decode_error(read_image("rgb.jpg"), &message, small) == ErrorCode::image_too_large);
 }
 
 TEST_CASE("truncated JPEG, PNG and BMP are refused at every cut", "[image][errors]") {
   for (const std::string name : {"rgb.jpg", "progressive.jpg", "orientation_6.jpg", "rgba.png", "gray16.png", "rgb.bmp"}) {
-    const std::vector<std::uint8_t> whole = read_bytes(name);
+    const std::vector<std::uint8_t> whole = read_image(name);
     for (std::size_t cut : {std::size_t(1), std::size_t(3), std::size_t(10), whole.size() / 4, whole.size() / 2,
                             whole.size() - 20, whole.size() - 2, whole.size() - 1}) {
       INFO(name << " cut at " << cut << " of " << whole.size());
@@ -178,7 +176,7 @@ TEST_CASE("a NULL pointer with a size is an argument error", "[image][errors]") 
 }
 
 TEST_CASE("a truncated PNG's message names the chunk in printable text", "[image][errors]") {
-  const std::vector<std::uint8_t> whole = read_bytes("rgba.png");
+  const std::vector<std::uint8_t> whole = read_image("rgba.png");
   std::vector<std::uint8_t> cut(whole.begin(), whole.begin() + 45);  // inside the IDAT chunk after IHDR
   cut[37] = 0x00;  // a NUL in the chunk type (bytes 37..40) must not cut the message short
   std::string message;

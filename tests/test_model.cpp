@@ -8,18 +8,13 @@
 #include <thread>
 
 #include "dermal/dermal.hpp"
+#include "read_bytes.hpp"
 
 using dermal::ErrorCode;
 
 namespace {
 
 const std::string kModels = DERMAL_MODEL_FIXTURES;
-
-std::vector<std::uint8_t> read_bytes(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  REQUIRE(file);
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-}
 
 // The tiny model's expected outputs, computed by Python torch (tools/make_model_fixtures.py).
 struct Expected {
