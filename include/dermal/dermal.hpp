@@ -2,13 +2,14 @@
 // the score with a class activation map, in-process and in little memory.
 //
 //   dermal::Model model("demo.pt");                       // loads now
-//   dermal::Prediction p = model.predict(jpeg_bytes, {});  // top-3 + Grad-CAM
-//   p.top[0].label, p.top[0].probability, p.cams[0].overlay
+//   dermal::Prediction p = model.predict(jpeg_bytes, {});  // top-3 + Grad-CAM overlay
+//   p.top[0].label, p.top[0].probability, p.explanations[0].overlay
 //
 // The scores are a model's output, not a diagnosis.
 //
-// Thread safety: a Model may be shared by many threads; predict() and the
-// getters may run concurrently, load()/unload() are serialised internally.
+// Threads: a Model owns its inference threads (LoadOptions::max_concurrent,
+// started at the first prediction). predict() may be called from any number
+// of threads: it hands the request to one of the model's threads and waits.
 // Every failure is reported by throwing dermal::Error with a code and a
 // message that names what was wrong.
 #pragma once
@@ -34,14 +35,14 @@ enum class ErrorCode : int {
   invalid_model = 6,       // not a dermal model, or its description is wrong
   model_not_loaded = 7,    // used after unload / close
   unknown_layer = 8,       // a CAM layer that is not a stage with spatial output
-  unknown_class = 9,       // a class label or index the model does not have
+  unknown_class = 9,       // a class label the model does not have
   out_of_memory = 10,
   internal = 11,           // an unexpected failure inside LibTorch or dermal
-  gradcam_disabled = 12,   // a heatmap was asked of a model loaded without it
-  busy = 13,               // no inference slot became free within the timeout
+  explain_disabled = 12,   // a heatmap was asked of a model loaded with explain off
+  busy = 13,               // no inference thread took the request within the queue timeout
 };
 
-// The code's name, e.g. "invalid_image".
+// The code's name, e.g. "invalid_image"; "unknown" for a number outside the enum.
 const char* error_code_name(ErrorCode code);
 
 class Error : public std::runtime_error {
@@ -61,8 +62,8 @@ struct Image {
 };
 
 struct DecodeOptions {
-  // Images whose header declares more pixels than this are refused before
-  // any pixel is decoded.
+  // Pictures with more pixels than this are refused; encoded ones before any
+  // pixel is decoded (from the size their header declares).
   std::uint64_t max_pixels = 40'000'000;
 };
 
@@ -96,36 +97,55 @@ enum class CamMethod { gradcam, gradcam_plus_plus, xgradcam, hirescam, layercam,
 enum class Colormap { jet, viridis };
 enum class ImageFormat { jpeg, png };
 
-// Parses "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam".
+// Names as the three APIs spell them: "gradcam", "gradcam++", "xgradcam",
+// "hirescam", "layercam", "eigencam"; "jet", "viridis"; "jpeg", "png".
+// parse_* throw Error(invalid_argument) listing the accepted names.
 CamMethod parse_cam_method(const std::string& name);
 const char* cam_method_name(CamMethod method);
-Colormap parse_colormap(const std::string& name);  // "jet", "viridis"
+Colormap parse_colormap(const std::string& name);
+const char* colormap_name(Colormap colormap);
+ImageFormat parse_image_format(const std::string& name);
+const char* image_format_name(ImageFormat format);
 
 struct LoadOptions {
   bool preload = true;        // false: the first predict() loads the model
-  int threads = 1;            // intra-op threads (LibTorch's setting is per process)
+  int threads = 1;            // LibTorch intra-op threads (a per-process setting of LibTorch)
   std::string cam_layer;      // empty: the description's cam_layer
-  bool gradcam = true;        // false: predict() never computes heatmaps
-  DecodeOptions decode;       // limits applied to images given as bytes
-  // At most this many predictions run at once (0: no limit); the others wait
-  // up to queue_timeout_ms for a slot, then fail with ErrorCode::busy.
-  int max_concurrent = 0;
+  bool explain = true;        // false: no heatmaps ever (every stage optimised, less memory)
+  DecodeOptions decode;       // limits applied to every photo
+  // The model's own inference threads: at most this many predictions run at
+  // once, and per-thread scratch memory exists only on them, so the peak is
+  // about idle + max_concurrent x one request whatever the host's threads.
+  int max_concurrent = 1;
+  // A request that no inference thread has taken within this time fails with
+  // ErrorCode::busy.
   int queue_timeout_ms = 30000;
+  // Process-wide, opt-in: sets glibc's M_MMAP_THRESHOLD to 128 KiB while
+  // loading (freed copies of weights go back to the system at once: reference
+  // model load peak 337 -> 320 MB) and M_MMAP_THRESHOLD and M_TRIM_THRESHOLD
+  // to 32 MiB afterwards (where glibc's adaptive threshold settles; fixing one
+  // threshold alone costs ~24,000 page faults, ~20 ms, per request). Without
+  // glibc it does nothing.
+  bool tune_allocator = false;
 };
 
 struct PredictOptions {
-  int top_k = 3;
-  std::optional<bool> gradcam;           // unset: on when the model allows it
-  CamMethod cam = CamMethod::gradcam;
+  int top_k = 3;                         // classes listed, best first (capped at the label count)
+  std::optional<bool> explain;           // heatmaps; unset: as LoadOptions::explain
+  CamMethod cam_method = CamMethod::gradcam;
   std::optional<std::string> cam_class;  // a label: explain this class only
   int cam_top_k = 1;                     // else: explain each of the top cam_top_k
-  bool render_overlay = true;            // also produce the encoded overlay
-  bool full_heatmap = true;              // also produce Explanation::full (4 bytes per photo pixel)
+  bool overlay = true;                   // the encoded photo + heatmap
+  bool full_heatmap = false;             // the map at the photo's size (4 bytes per photo pixel)
   Colormap colormap = Colormap::jet;
   ImageFormat overlay_format = ImageFormat::jpeg;
   float overlay_alpha = 0.45f;           // heatmap weight in the blend, 0..1
-  int jpeg_quality = 90;
+  int jpeg_quality = 90;                 // 1..100
 };
+
+// Throws Error(invalid_argument) naming the first option out of range.
+void check_options(const LoadOptions& options);
+void check_options(const PredictOptions& options);
 
 struct ClassScore {
   int index = 0;
@@ -133,7 +153,7 @@ struct ClassScore {
   float probability = 0.0f;
 };
 
-// A class activation map with values in [0, 1].
+// A class activation map with values in [0, 1] (0 and 1 both present unless flat).
 struct Heatmap {
   int width = 0;
   int height = 0;
@@ -143,17 +163,17 @@ struct Heatmap {
 struct Explanation {
   int class_index = 0;
   std::string label;
-  CamMethod method = CamMethod::gradcam;
-  Heatmap raw;    // at the CAM layer's resolution
-  Heatmap full;   // bilinear to the photo's size; empty if PredictOptions::full_heatmap is false
-  bool flat = false;  // the map had no contrast (or was not finite): all zeros
-  std::vector<std::uint8_t> overlay;  // encoded photo + heatmap, if rendered
+  CamMethod cam_method = CamMethod::gradcam;
+  Heatmap heatmap;       // at the CAM layer's resolution
+  Heatmap full_heatmap;  // at the photo's size, zero outside the part the model saw; empty unless asked
+  bool flat = false;     // the map had no contrast (or was not finite): all zeros
+  std::vector<std::uint8_t> overlay;  // encoded photo + heatmap, if asked
 };
 
 struct Prediction {
-  std::vector<ClassScore> top;        // best first, at most top_k
-  std::vector<float> probabilities;   // one per label, in label order
-  std::vector<Explanation> cams;      // empty without Grad-CAM
+  std::vector<ClassScore> top;             // best first, at most top_k
+  std::vector<float> probabilities;        // one per label, in label order
+  std::vector<Explanation> explanations;   // empty without explain
 };
 
 struct MemoryStatus {
@@ -167,16 +187,16 @@ MemoryStatus memory_status();
 class Model {
  public:
   // Opens (and with preload, loads) a dermal model file; throws Error.
-  // Loading sets glibc's M_MMAP_THRESHOLD and M_TRIM_THRESHOLD for the
-  // process (128 KiB while loading, then 32 MiB); see the README.
   explicit Model(std::string path, LoadOptions options = {});
+  // Waits for predictions in flight, then stops the inference threads.
   ~Model();
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
-  // Classifies an encoded photo (JPEG, PNG, BMP).
+  // Classifies an encoded photo (JPEG, PNG, BMP). After each prediction the
+  // freed intermediates are handed back to the system (glibc malloc_trim).
   Prediction predict(const std::uint8_t* data, std::size_t size, const PredictOptions& options = {});
   // Classifies an upright RGB picture.
   Prediction predict(const Image& image, const PredictOptions& options = {});
@@ -190,6 +210,9 @@ class Model {
   // under concurrent first calls reads it once).
   int load_count() const;
 
+  // The class labels in the order of Prediction::probabilities; loads the
+  // model if it has never been loaded.
+  std::vector<std::string> labels();
   // A copy of the description; loads the model if it is not loaded.
   ModelDescription description();
   // The CAM layer in use (the description's or the one chosen at load).
@@ -201,7 +224,6 @@ class Model {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  Prediction predict_upright(const Image& image, const PredictOptions& options);
 };
 
 // Colours a heatmap (values in [0, 1], quantised to 256 levels) and blends

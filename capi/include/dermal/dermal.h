@@ -4,7 +4,7 @@
  *
  *   dermal_model* model = NULL;
  *   dermal_result* result = NULL;
- *   if (dermal_model_load("demo-model.pt", NULL, &model) != DERMAL_OK ||
+ *   if (dermal_model_open("demo-model.pt", NULL, &model) != DERMAL_OK ||
  *       dermal_model_predict(model, jpeg, jpeg_size, NULL, &result) != DERMAL_OK) {
  *     fprintf(stderr, "dermal: %s\n", dermal_last_error());
  *   } else {
@@ -24,9 +24,14 @@
  * - Every *_free accepts NULL. Getters take const handles.
  * - Pointers that getters return (labels, heatmaps, overlays, probabilities)
  *   are owned by the handle they came from and stay valid until it is freed.
- * - Threads: a dermal_model may be shared by many threads (predict, unload
- *   and the getters may run concurrently). Options and results are not
- *   shared: use each from one thread at a time.
+ * - Threads: a dermal_model owns its inference threads (see
+ *   dermal_load_options_set_max_concurrent) and may be shared by any number
+ *   of host threads. An options object may be read by many threads at once
+ *   (predict and open only read it) but not changed while it is read. A
+ *   result belongs to one thread at a time.
+ * - Names (CAM methods, colormaps, formats) and numbers are checked in one
+ *   place: names by the setters, numbers by dermal_model_open and
+ *   dermal_model_predict.
  */
 #ifndef DERMAL_H
 #define DERMAL_H
@@ -52,9 +57,9 @@
 extern "C" {
 #endif
 
-/* Bumped whenever a signature or an enum value changes; the Python binding
- * refuses a library whose dermal_abi_version() differs from what it expects. */
-#define DERMAL_ABI_VERSION 1
+/* Bumped whenever a signature, a name or an enum value changes; the Python
+ * binding refuses a library whose dermal_abi_version() differs. */
+#define DERMAL_ABI_VERSION 2
 
 /* The numbers equal dermal::ErrorCode's; they never change, new ones go last. */
 typedef enum dermal_status {
@@ -70,8 +75,8 @@ typedef enum dermal_status {
   DERMAL_UNKNOWN_CLASS = 9,      /* a class label the model does not have */
   DERMAL_OUT_OF_MEMORY = 10,
   DERMAL_INTERNAL = 11,          /* an unexpected failure inside LibTorch or dermal */
-  DERMAL_GRADCAM_DISABLED = 12,  /* a heatmap was asked of a model loaded without it */
-  DERMAL_BUSY = 13               /* no inference slot became free in time */
+  DERMAL_EXPLAIN_DISABLED = 12,  /* a heatmap was asked of a model opened with explain off */
+  DERMAL_BUSY = 13               /* no inference thread took the request within the queue timeout */
 } dermal_status;
 
 typedef struct dermal_model dermal_model;
@@ -83,7 +88,7 @@ typedef struct dermal_result dermal_result;
 
 /* DERMAL_ABI_VERSION of the library actually loaded. */
 DERMAL_API int dermal_abi_version(void);
-/* The library's version, e.g. "0.1.0"; a static string. */
+/* The library's version, e.g. "0.2.0"; a static string. */
 DERMAL_API const char* dermal_version_string(void);
 /* The status's name, e.g. "invalid_image"; a static string ("unknown" for a
  * number that is not a dermal_status). */
@@ -94,42 +99,55 @@ DERMAL_API const char* dermal_last_error(void);
 /* The process's resident set (VmRSS) and its peak (VmHWM), in bytes. */
 DERMAL_API dermal_status dermal_memory_status(uint64_t* current_rss_bytes, uint64_t* peak_rss_bytes);
 
-/* ---- Load options (defaults: preload, 1 thread, Grad-CAM on, the model's
- *      own CAM layer, 40 000 000 pixels at most) ------------------------- */
+/* ---- Load options (defaults: preload, 1 LibTorch thread, explain on, the
+ *      model's own CAM layer, 40 000 000 pixels at most, 1 inference
+ *      thread, 30 000 ms queue timeout, allocator untouched) -------------- */
 
 DERMAL_API dermal_status dermal_load_options_create(dermal_load_options** options);
 DERMAL_API void dermal_load_options_free(dermal_load_options* options);
-/* Intra-op threads, at least 1 (LibTorch's setting is per process). */
+/* LibTorch intra-op threads, at least 1 (LibTorch's setting is per process). */
 DERMAL_API dermal_status dermal_load_options_set_threads(dermal_load_options* options, int threads);
-/* Non-zero: load at dermal_model_load; 0: at the first prediction. */
+/* Non-zero: load at dermal_model_open; 0: at the first prediction. */
 DERMAL_API dermal_status dermal_load_options_set_preload(dermal_load_options* options, int preload);
-/* 0: predictions never compute heatmaps (all stages optimised, less memory). */
-DERMAL_API dermal_status dermal_load_options_set_gradcam(dermal_load_options* options, int enabled);
-/* The stage whose output Grad-CAM explains; NULL or "" for the model's own. */
+/* 0: predictions never compute heatmaps (every stage optimised, less memory). */
+DERMAL_API dermal_status dermal_load_options_set_explain(dermal_load_options* options, int explain);
+/* The stage whose output the heatmaps explain; NULL or "" for the model's own. */
 DERMAL_API dermal_status dermal_load_options_set_cam_layer(dermal_load_options* options, const char* layer);
 /* Photos with more pixels than this are refused before decoding. */
 DERMAL_API dermal_status dermal_load_options_set_max_pixels(dermal_load_options* options, uint64_t max_pixels);
-/* At most max_concurrent predictions run at once (0: no limit); the others
- * wait up to queue_timeout_ms for a slot, then fail with DERMAL_BUSY. */
-DERMAL_API dermal_status dermal_load_options_set_max_concurrent(dermal_load_options* options, int max_concurrent,
-                                                                int queue_timeout_ms);
+/* The model's own inference threads, at least 1: at most this many
+ * predictions run at once, whatever the number of calling threads, and
+ * per-thread scratch memory exists only on them. */
+DERMAL_API dermal_status dermal_load_options_set_max_concurrent(dermal_load_options* options, int max_concurrent);
+/* A prediction that no inference thread has taken within this many
+ * milliseconds fails with DERMAL_BUSY; at least 0. */
+DERMAL_API dermal_status dermal_load_options_set_queue_timeout_ms(dermal_load_options* options, int queue_timeout_ms);
+/* Non-zero: process-wide, sets glibc's malloc thresholds (M_MMAP_THRESHOLD
+ * 128 KiB while loading, then M_MMAP_THRESHOLD and M_TRIM_THRESHOLD 32 MiB):
+ * a lower load peak (reference model 337 -> 320 MB). See the README. */
+DERMAL_API dermal_status dermal_load_options_set_tune_allocator(dermal_load_options* options, int tune_allocator);
 
-/* ---- Predict options (defaults: top 3, Grad-CAM as loaded, "gradcam" for
- *      the top class, "jet", "jpeg" overlay at quality 90, alpha 0.45).
- *      Names are checked by the setters, numbers by dermal_model_predict. */
+/* ---- Predict options (defaults: top 3, explain as opened, "gradcam" for
+ *      the top class, a "jpeg" overlay at quality 90 in "jet" with alpha
+ *      0.45, no map at the photo's size) ------------------------------------ */
 
 DERMAL_API dermal_status dermal_predict_options_create(dermal_predict_options** options);
 DERMAL_API void dermal_predict_options_free(dermal_predict_options* options);
 /* How many classes the result lists, at least 1 (capped at the label count). */
 DERMAL_API dermal_status dermal_predict_options_set_top_k(dermal_predict_options* options, int top_k);
 /* Non-zero: compute heatmaps; 0: do not. Unset: as the load options say. */
-DERMAL_API dermal_status dermal_predict_options_set_gradcam(dermal_predict_options* options, int enabled);
+DERMAL_API dermal_status dermal_predict_options_set_explain(dermal_predict_options* options, int explain);
 /* "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam" or "eigencam". */
-DERMAL_API dermal_status dermal_predict_options_set_cam(dermal_predict_options* options, const char* method);
+DERMAL_API dermal_status dermal_predict_options_set_cam_method(dermal_predict_options* options, const char* method);
 /* Explain this label only; NULL: explain the top cam_top_k classes. */
 DERMAL_API dermal_status dermal_predict_options_set_cam_class(dermal_predict_options* options, const char* label);
 /* How many of the top classes to explain, at least 1. */
 DERMAL_API dermal_status dermal_predict_options_set_cam_top_k(dermal_predict_options* options, int cam_top_k);
+/* Non-zero: an encoded overlay (photo + heatmap) per explanation. */
+DERMAL_API dermal_status dermal_predict_options_set_overlay(dermal_predict_options* options, int overlay);
+/* Non-zero: also the map at the photo's size (4 bytes per photo pixel per
+ * explained class); the overlay never needs it. */
+DERMAL_API dermal_status dermal_predict_options_set_full_heatmap(dermal_predict_options* options, int full_heatmap);
 /* "jet" or "viridis". */
 DERMAL_API dermal_status dermal_predict_options_set_colormap(dermal_predict_options* options, const char* colormap);
 /* "jpeg" or "png". */
@@ -138,28 +156,24 @@ DERMAL_API dermal_status dermal_predict_options_set_overlay_format(dermal_predic
 DERMAL_API dermal_status dermal_predict_options_set_overlay_alpha(dermal_predict_options* options, float alpha);
 /* JPEG overlay quality, 1..100. */
 DERMAL_API dermal_status dermal_predict_options_set_jpeg_quality(dermal_predict_options* options, int quality);
-/* 0: heatmaps only, no encoded overlay. */
-DERMAL_API dermal_status dermal_predict_options_set_render_overlay(dermal_predict_options* options, int enabled);
-/* 0: no map at the photo's size (it costs 4 bytes per photo pixel per
- * explained class); the overlay is made without it. */
-DERMAL_API dermal_status dermal_predict_options_set_full_heatmap(dermal_predict_options* options, int enabled);
 
 /* ---- Model ------------------------------------------------------------ */
 
 /* Opens a dermal model file (and with preload, loads it); options may be NULL. */
-DERMAL_API dermal_status dermal_model_load(const char* path, const dermal_load_options* options, dermal_model** model);
-/* Frees the model; no prediction may be running on it. */
+DERMAL_API dermal_status dermal_model_open(const char* path, const dermal_load_options* options, dermal_model** model);
+/* Waits for predictions in flight, stops the inference threads, frees the model. */
 DERMAL_API void dermal_model_free(dermal_model* model);
 /* Classifies an encoded photo (JPEG, PNG or BMP); options may be NULL.
  * Loads the model first if it is not loaded. */
 DERMAL_API dermal_status dermal_model_predict(dermal_model* model, const uint8_t* bytes, size_t size,
                                               const dermal_predict_options* options, dermal_result** result);
-/* Classifies an upright 8-bit RGB picture: width * height * 3 bytes, rows
- * top to bottom, no padding. */
+/* Classifies an upright 8-bit RGB picture: height rows of width * 3 bytes,
+ * top to bottom, row_stride bytes apart (at least width * 3). */
 DERMAL_API dermal_status dermal_model_predict_rgb(dermal_model* model, const uint8_t* rgb, int width, int height,
-                                                  const dermal_predict_options* options, dermal_result** result);
+                                                  size_t row_stride, const dermal_predict_options* options,
+                                                  dermal_result** result);
 /* Loads the network now if it is not loaded; a no-op otherwise. */
-DERMAL_API dermal_status dermal_model_ensure_loaded(dermal_model* model);
+DERMAL_API dermal_status dermal_model_load(dermal_model* model);
 /* Frees the network and its weights (predictions in flight finish first);
  * a later prediction loads it again. Unloading an unloaded model is DERMAL_OK. */
 DERMAL_API dermal_status dermal_model_unload(dermal_model* model);
@@ -181,20 +195,21 @@ DERMAL_API dermal_status dermal_result_top(const dermal_result* result, size_t r
                                            float* probability);
 /* One probability per label, in label order. */
 DERMAL_API dermal_status dermal_result_probabilities(const dermal_result* result, const float** values, size_t* count);
-/* How many heatmaps the result holds (0 without Grad-CAM). */
+/* How many explanations (heatmaps) the result holds (0 without explain). */
 DERMAL_API dermal_status dermal_result_explanation_count(const dermal_result* result, size_t* count);
 /* The class explanation i explains. */
 DERMAL_API dermal_status dermal_result_explanation_class(const dermal_result* result, size_t i, const char** label,
                                                          int* index);
 /* The CAM method's name, e.g. "gradcam". */
-DERMAL_API dermal_status dermal_result_explanation_method(const dermal_result* result, size_t i, const char** method);
+DERMAL_API dermal_status dermal_result_explanation_cam_method(const dermal_result* result, size_t i,
+                                                              const char** method);
 /* Non-zero when the map had no contrast (or was not finite) and is all zeros. */
 DERMAL_API dermal_status dermal_result_explanation_flat(const dermal_result* result, size_t i, int* flat);
-/* The map at the CAM layer's resolution: width * height values in [0, 1], row-major. */
+/* The heatmap at the CAM layer's resolution: width * height values in [0, 1], row-major. */
 DERMAL_API dermal_status dermal_result_explanation_heatmap(const dermal_result* result, size_t i, int* width,
                                                            int* height, const float** values);
-/* The map at the photo's size; 0 x 0 and NULL when switched off
- * (dermal_predict_options_set_full_heatmap). */
+/* The heatmap at the photo's size, values in [0, 1]; 0 x 0 and NULL unless
+ * asked (dermal_predict_options_set_full_heatmap). */
 DERMAL_API dermal_status dermal_result_explanation_full_heatmap(const dermal_result* result, size_t i, int* width,
                                                                 int* height, const float** values);
 /* The encoded overlay (photo + heatmap); *size is 0 and *bytes NULL when
