@@ -3,9 +3,6 @@
 // message: nothing C++ crosses the boundary.
 #include "dermal/dermal.h"
 
-#include <c10/util/Exception.h>
-
-#include <mutex>
 #include <new>
 #include <string>
 #include <vector>
@@ -21,15 +18,8 @@ struct dermal_predict_options {
 };
 
 struct dermal_model {
-  dermal_model(const char* path, const dermal::LoadOptions& options)
-      : model(path, options), max_pixels(options.decode.max_pixels) {}
-
-  // Loading on first use and caching labels are not visible changes, so the
-  // const getters may do them.
+  // Loading on first use is not a visible change, so the const getters may do it.
   mutable dermal::Model model;
-  const std::uint64_t max_pixels;
-  mutable std::mutex labels_mutex;
-  mutable std::vector<std::string> labels;  // copied once, so pointers outlive unload()
 };
 
 struct dermal_result {
@@ -54,7 +44,7 @@ DERMAL_SAME_NUMBER(DERMAL_UNKNOWN_LAYER, unknown_layer);
 DERMAL_SAME_NUMBER(DERMAL_UNKNOWN_CLASS, unknown_class);
 DERMAL_SAME_NUMBER(DERMAL_OUT_OF_MEMORY, out_of_memory);
 DERMAL_SAME_NUMBER(DERMAL_INTERNAL, internal);
-DERMAL_SAME_NUMBER(DERMAL_GRADCAM_DISABLED, gradcam_disabled);
+DERMAL_SAME_NUMBER(DERMAL_EXPLAIN_DISABLED, explain_disabled);
 DERMAL_SAME_NUMBER(DERMAL_BUSY, busy);
 #undef DERMAL_SAME_NUMBER
 
@@ -80,9 +70,6 @@ dermal_status guarded(F&& body) noexcept {
   } catch (const dermal::Error& e) {
     set_last_error(e.what());
     return static_cast<dermal_status>(e.code());
-  } catch (const c10::Error& e) {
-    set_last_error(e.what_without_backtrace());
-    return DERMAL_INTERNAL;
   } catch (const std::bad_alloc&) {
     set_last_error("out of memory");
     return DERMAL_OUT_OF_MEMORY;
@@ -117,28 +104,15 @@ void check_index(std::size_t index, std::size_t count, const char* what) {
 }
 
 const dermal::Explanation& explanation(const dermal_result* result, std::size_t i) {
-  const auto& cams = required(result, "result").prediction.cams;
-  check_index(i, cams.size(), "explanations");
-  return cams[i];
+  const auto& explanations = required(result, "result").prediction.explanations;
+  check_index(i, explanations.size(), "explanations");
+  return explanations[i];
 }
 
 void give_heatmap(const dermal::Heatmap& map, int* width, int* height, const float** values) {
   required(width, "width") = map.width;
   required(height, "height") = map.height;
   required(values, "values") = map.values.empty() ? nullptr : map.values.data();
-}
-
-const std::vector<std::string>& labels_of(const dermal_model* model) {
-  const dermal_model& m = required(model, "model");
-  std::lock_guard<std::mutex> lock(m.labels_mutex);
-  if (m.labels.empty()) m.labels = m.model.description().labels;
-  return m.labels;
-}
-
-dermal::ImageFormat parse_image_format(const std::string& name) {
-  if (name == "jpeg") return dermal::ImageFormat::jpeg;
-  if (name == "png") return dermal::ImageFormat::png;
-  invalid("unknown overlay format \"" + name + "\"; expected jpeg or png");
 }
 
 const dermal::PredictOptions& predict_options_or_default(const dermal_predict_options* options) {
@@ -187,8 +161,8 @@ dermal_status dermal_load_options_set_preload(dermal_load_options* options, int 
   return guarded([&] { required(options, "options").options.preload = preload != 0; });
 }
 
-dermal_status dermal_load_options_set_gradcam(dermal_load_options* options, int enabled) {
-  return guarded([&] { required(options, "options").options.gradcam = enabled != 0; });
+dermal_status dermal_load_options_set_explain(dermal_load_options* options, int explain) {
+  return guarded([&] { required(options, "options").options.explain = explain != 0; });
 }
 
 dermal_status dermal_load_options_set_cam_layer(dermal_load_options* options, const char* layer) {
@@ -199,13 +173,16 @@ dermal_status dermal_load_options_set_max_pixels(dermal_load_options* options, u
   return guarded([&] { required(options, "options").options.decode.max_pixels = max_pixels; });
 }
 
-dermal_status dermal_load_options_set_max_concurrent(dermal_load_options* options, int max_concurrent,
-                                                     int queue_timeout_ms) {
-  return guarded([&] {
-    dermal_load_options& target = required(options, "options");
-    target.options.max_concurrent = max_concurrent;
-    target.options.queue_timeout_ms = queue_timeout_ms;
-  });
+dermal_status dermal_load_options_set_max_concurrent(dermal_load_options* options, int max_concurrent) {
+  return guarded([&] { required(options, "options").options.max_concurrent = max_concurrent; });
+}
+
+dermal_status dermal_load_options_set_queue_timeout_ms(dermal_load_options* options, int queue_timeout_ms) {
+  return guarded([&] { required(options, "options").options.queue_timeout_ms = queue_timeout_ms; });
+}
+
+dermal_status dermal_load_options_set_tune_allocator(dermal_load_options* options, int tune_allocator) {
+  return guarded([&] { required(options, "options").options.tune_allocator = tune_allocator != 0; });
 }
 
 // ---- Predict options
@@ -220,15 +197,15 @@ dermal_status dermal_predict_options_set_top_k(dermal_predict_options* options, 
   return guarded([&] { required(options, "options").options.top_k = top_k; });
 }
 
-dermal_status dermal_predict_options_set_gradcam(dermal_predict_options* options, int enabled) {
-  return guarded([&] { required(options, "options").options.gradcam = enabled != 0; });
+dermal_status dermal_predict_options_set_explain(dermal_predict_options* options, int explain) {
+  return guarded([&] { required(options, "options").options.explain = explain != 0; });
 }
 
-dermal_status dermal_predict_options_set_cam(dermal_predict_options* options, const char* method) {
+dermal_status dermal_predict_options_set_cam_method(dermal_predict_options* options, const char* method) {
   return guarded([&] {
     dermal_predict_options& o = required(options, "options");
     required(method, "method");
-    o.options.cam = dermal::parse_cam_method(method);
+    o.options.cam_method = dermal::parse_cam_method(method);
   });
 }
 
@@ -256,7 +233,7 @@ dermal_status dermal_predict_options_set_overlay_format(dermal_predict_options* 
   return guarded([&] {
     dermal_predict_options& o = required(options, "options");
     required(format, "format");
-    o.options.overlay_format = parse_image_format(format);
+    o.options.overlay_format = dermal::parse_image_format(format);
   });
 }
 
@@ -268,20 +245,20 @@ dermal_status dermal_predict_options_set_jpeg_quality(dermal_predict_options* op
   return guarded([&] { required(options, "options").options.jpeg_quality = quality; });
 }
 
-dermal_status dermal_predict_options_set_render_overlay(dermal_predict_options* options, int enabled) {
-  return guarded([&] { required(options, "options").options.render_overlay = enabled != 0; });
+dermal_status dermal_predict_options_set_overlay(dermal_predict_options* options, int overlay) {
+  return guarded([&] { required(options, "options").options.overlay = overlay != 0; });
 }
 
-dermal_status dermal_predict_options_set_full_heatmap(dermal_predict_options* options, int enabled) {
-  return guarded([&] { required(options, "options").options.full_heatmap = enabled != 0; });
+dermal_status dermal_predict_options_set_full_heatmap(dermal_predict_options* options, int full_heatmap) {
+  return guarded([&] { required(options, "options").options.full_heatmap = full_heatmap != 0; });
 }
 
 // ---- Model
 
-dermal_status dermal_model_load(const char* path, const dermal_load_options* options, dermal_model** model) {
+dermal_status dermal_model_open(const char* path, const dermal_load_options* options, dermal_model** model) {
   return create(model, "model", [&] {
     required(path, "path");
-    return new dermal_model(path, options == nullptr ? dermal::LoadOptions() : options->options);
+    return new dermal_model{dermal::Model(path, options == nullptr ? dermal::LoadOptions() : options->options)};
   });
 }
 
@@ -297,27 +274,28 @@ dermal_status dermal_model_predict(dermal_model* model, const uint8_t* bytes, si
 }
 
 dermal_status dermal_model_predict_rgb(dermal_model* model, const uint8_t* rgb, int width, int height,
-                                       const dermal_predict_options* options, dermal_result** result) {
+                                       size_t row_stride, const dermal_predict_options* options,
+                                       dermal_result** result) {
   return create(result, "result", [&] {
     dermal_model& m = required(model, "model");
     required(rgb, "rgb");
     if (width < 1 || height < 1)
       invalid("an RGB picture needs a positive size, not " + std::to_string(width) + "x" + std::to_string(height));
-    const std::uint64_t pixels = static_cast<std::uint64_t>(width) * static_cast<std::uint64_t>(height);
-    if (pixels > m.max_pixels)
-      throw dermal::Error(ErrorCode::image_too_large, std::to_string(width) + "x" + std::to_string(height) +
-                                                          " is over the limit of " + std::to_string(m.max_pixels) +
-                                                          " pixels");
+    const std::size_t row_bytes = static_cast<std::size_t>(width) * 3;
+    if (row_stride < row_bytes)
+      invalid("row_stride " + std::to_string(row_stride) + " is below width * 3 = " + std::to_string(row_bytes));
     dermal::Image image;
     image.width = width;
     image.height = height;
-    image.rgb.assign(rgb, rgb + pixels * 3);
+    image.rgb.resize(row_bytes * height);
+    for (int y = 0; y < height; ++y)
+      std::copy(rgb + y * row_stride, rgb + y * row_stride + row_bytes, image.rgb.begin() + y * row_bytes);
     dermal::Prediction prediction = m.model.predict(image, predict_options_or_default(options));
     return new dermal_result{std::move(prediction)};
   });
 }
 
-dermal_status dermal_model_ensure_loaded(dermal_model* model) {
+dermal_status dermal_model_load(dermal_model* model) {
   return guarded([&] { required(model, "model").model.load(); });
 }
 
@@ -342,14 +320,14 @@ dermal_status dermal_model_weight_bytes(const dermal_model* model, uint64_t* byt
 dermal_status dermal_model_label_count(const dermal_model* model, size_t* count) {
   return guarded([&] {
     size_t& out = required(count, "count");
-    out = labels_of(model).size();
+    out = required(model, "model").model.labels().size();
   });
 }
 
 dermal_status dermal_model_label(const dermal_model* model, size_t index, const char** label) {
   return guarded([&] {
     const char*& out = required(label, "label");
-    const std::vector<std::string>& labels = labels_of(model);
+    const std::vector<std::string>& labels = required(model, "model").model.labels();
     check_index(index, labels.size(), "labels");
     out = labels[index].c_str();
   });
@@ -391,7 +369,7 @@ dermal_status dermal_result_probabilities(const dermal_result* result, const flo
 dermal_status dermal_result_explanation_count(const dermal_result* result, size_t* count) {
   return guarded([&] {
     const dermal_result& r = required(result, "result");
-    required(count, "count") = r.prediction.cams.size();
+    required(count, "count") = r.prediction.explanations.size();
   });
 }
 
@@ -403,10 +381,10 @@ dermal_status dermal_result_explanation_class(const dermal_result* result, size_
   });
 }
 
-dermal_status dermal_result_explanation_method(const dermal_result* result, size_t i, const char** method) {
+dermal_status dermal_result_explanation_cam_method(const dermal_result* result, size_t i, const char** method) {
   return guarded([&] {
     const dermal::Explanation& e = explanation(result, i);
-    required(method, "method") = dermal::cam_method_name(e.method);
+    required(method, "method") = dermal::cam_method_name(e.cam_method);
   });
 }
 
@@ -419,12 +397,12 @@ dermal_status dermal_result_explanation_flat(const dermal_result* result, size_t
 
 dermal_status dermal_result_explanation_heatmap(const dermal_result* result, size_t i, int* width, int* height,
                                                 const float** values) {
-  return guarded([&] { give_heatmap(explanation(result, i).raw, width, height, values); });
+  return guarded([&] { give_heatmap(explanation(result, i).heatmap, width, height, values); });
 }
 
 dermal_status dermal_result_explanation_full_heatmap(const dermal_result* result, size_t i, int* width, int* height,
                                                      const float** values) {
-  return guarded([&] { give_heatmap(explanation(result, i).full, width, height, values); });
+  return guarded([&] { give_heatmap(explanation(result, i).full_heatmap, width, height, values); });
 }
 
 dermal_status dermal_result_explanation_overlay(const dermal_result* result, size_t i, const uint8_t** bytes,

@@ -18,7 +18,7 @@ const char* error_code_name(ErrorCode code) {
     case ErrorCode::unknown_class: return "unknown_class";
     case ErrorCode::out_of_memory: return "out_of_memory";
     case ErrorCode::internal: return "internal";
-    case ErrorCode::gradcam_disabled: return "gradcam_disabled";
+    case ErrorCode::explain_disabled: return "explain_disabled";
     case ErrorCode::busy: return "busy";
   }
   return "unknown";

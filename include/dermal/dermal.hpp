@@ -211,8 +211,9 @@ class Model {
   int load_count() const;
 
   // The class labels in the order of Prediction::probabilities; loads the
-  // model if it has never been loaded.
-  std::vector<std::string> labels();
+  // model if it has never been loaded. The reference stays valid, and the
+  // labels unchanged, for the Model's lifetime (unload() included).
+  const std::vector<std::string>& labels();
   // A copy of the description; loads the model if it is not loaded.
   ModelDescription description();
   // The CAM layer in use (the description's or the one chosen at load).

@@ -8,17 +8,6 @@
 namespace dermal {
 namespace {
 
-struct MethodName {
-  CamMethod method;
-  const char* name;
-};
-
-constexpr MethodName kMethodNames[] = {
-    {CamMethod::gradcam, "gradcam"},   {CamMethod::gradcam_plus_plus, "gradcam++"},
-    {CamMethod::xgradcam, "xgradcam"}, {CamMethod::hirescam, "hirescam"},
-    {CamMethod::layercam, "layercam"}, {CamMethod::eigencam, "eigencam"},
-};
-
 std::string shape_string(const torch::Tensor& t) {
   std::string s = "[";
   for (int64_t i = 0; i < t.dim(); ++i) s += (i ? "x" : "") + std::to_string(t.size(i));
@@ -39,7 +28,7 @@ torch::Tensor eigen_cam(const torch::Tensor& a) {
   }
   torch::Tensor x = a.reshape({k, h * w}).t();
   x = x - x.mean(0, /*keepdim=*/true);
-  torch::Tensor vh = std::get<2>(torch::linalg::svd(x, /*full_matrices=*/false, c10::nullopt));
+  torch::Tensor vh = std::get<2>(at::linalg_svd(x, /*full_matrices=*/false));
   torch::Tensor p = x.matmul(vh[0]);
   torch::Tensor s = a.sum(0).reshape({h * w});
   const float agreement = (p * (s - s.mean())).sum().item<float>();
@@ -59,24 +48,6 @@ torch::Tensor checked_gradient(const torch::Tensor& activation, const torch::Ten
 }
 
 }  // namespace
-
-CamMethod parse_cam_method(const std::string& name) {
-  std::string valid;
-  for (const MethodName& m : kMethodNames) {
-    if (name == m.name) return m.method;
-    valid += std::string(valid.empty() ? "" : ", ") + "\"" + m.name + "\"";
-  }
-  throw Error(ErrorCode::invalid_argument,
-              "unknown CAM method \"" + name + "\"; valid methods: " + valid);
-}
-
-const char* cam_method_name(CamMethod method) {
-  for (const MethodName& m : kMethodNames) {
-    if (m.method == method) return m.name;
-  }
-  throw Error(ErrorCode::invalid_argument,
-              "unknown CAM method value " + std::to_string(static_cast<int>(method)));
-}
 
 torch::Tensor cam_map(CamMethod method, const torch::Tensor& activation,
                       const torch::Tensor& gradient) {

@@ -1,40 +1,13 @@
 #include "heatmap/render.hpp"
 
 #include <algorithm>
-#include <climits>
 #include <cmath>
-#include <memory>
-#include <new>
 #include <sstream>
 #include <string>
+#include <limits>
 #include <vector>
 
-#include "heatmap/stb_write.h"
-#include "turbojpeg_handle.hpp"
-
-namespace {
-
-// What stb_image_write has produced so far; out_of_memory once an append failed.
-struct EncodedBytes {
-  std::vector<std::uint8_t> bytes;
-  bool out_of_memory = false;
-};
-
-}  // namespace
-
-extern "C" {
-// stb_image_write's sink: appends to the EncodedBytes behind context; never throws.
-static void append_encoded(void* context, void* data, int size) {
-  auto& out = *static_cast<EncodedBytes*>(context);
-  if (out.out_of_memory) return;
-  try {
-    const auto* first = static_cast<const std::uint8_t*>(data);
-    out.bytes.insert(out.bytes.end(), first, first + size);
-  } catch (const std::bad_alloc&) {
-    out.out_of_memory = true;
-  }
-}
-}
+#include "image/image.hpp"
 
 namespace dermal {
 namespace {
@@ -55,16 +28,6 @@ constexpr float kViridis[kViridisSegments + 1][3] = {
     {0.5873f, 0.8470f, 0.2489f}, {0.6694f, 0.8622f, 0.1954f}, {0.7529f, 0.8751f, 0.1427f},
     {0.8359f, 0.8861f, 0.1025f}, {0.9166f, 0.8961f, 0.1008f}, {0.9932f, 0.9062f, 0.1439f},
 };
-
-// JPEG stores each side in 16 bits.
-constexpr int kMaxJpegSide = 65535;
-// stb_image_write holds the filtered PNG rows and their deflate output in
-// int-sized buffers; this leaves room for deflate's worst-case growth.
-constexpr std::uint64_t kMaxPngFilteredBytes = INT_MAX / 2;
-
-// Above this quality the chroma planes keep full resolution (4:4:4);
-// at or below it they are halved in both directions (4:2:0).
-constexpr int kMaxSubsampledQuality = 90;
 
 // A channel in [0, 1] (clamped) as the nearest byte.
 std::uint8_t to_byte(float unit) {
@@ -97,21 +60,6 @@ std::string number_text(float value) {
   std::ostringstream text;
   text << value;
   return text.str();
-}
-
-// Throws Error(invalid_argument) unless the image has pixels and exactly
-// width * height * 3 bytes.
-void check_image(const Image& image, const std::string& what) {
-  if (image.width <= 0 || image.height <= 0) {
-    throw Error(ErrorCode::invalid_argument,
-                what + " is empty (" + size_text(image.width, image.height) + ")");
-  }
-  const std::size_t expected = static_cast<std::size_t>(image.width) * image.height * 3;
-  if (image.rgb.size() != expected) {
-    throw Error(ErrorCode::invalid_argument,
-                what + " is " + size_text(image.width, image.height) + " but has " +
-                    std::to_string(image.rgb.size()) + " bytes of RGB, not " + std::to_string(expected));
-  }
 }
 
 // Throws Error(invalid_argument) unless the map has cells and exactly
@@ -161,73 +109,58 @@ void check_placement(const Placement& p, int width, int height) {
   }
 }
 
-// A map stretched bilinearly over a placement, one output row at a time.
-class Stretch {
- public:
-  Stretch(const Heatmap& map, const Placement& placement)
-      : map_(map), columns_(bilinear_taps(map.width, placement.width)),
-        rows_(bilinear_taps(map.height, placement.height)) {}
+// (1 - weight) * a + weight * b; exactly a when weight is 0, even if b is not finite.
+float blend(float a, float b, float weight) { return weight == 0.0f ? a : (1.0f - weight) * a + weight * b; }
 
-  // Writes output row y (0 at the placement's top) to out[0, placement width).
-  void row(int y, float* out) const {
-    const Taps& row = rows_[y];
-    const float* top = map_.values.data() + static_cast<std::size_t>(row.first) * map_.width;
-    const float* bottom = map_.values.data() + static_cast<std::size_t>(row.second) * map_.width;
-    for (std::size_t x = 0; x < columns_.size(); ++x) {
-      const Taps& column = columns_[x];
-      const float upper = blend(top[column.first], top[column.second], column.weight);
-      const float lower = blend(bottom[column.first], bottom[column.second], column.weight);
-      out[x] = blend(upper, lower, row.weight);
-    }
-  }
-
- private:
-  // (1 - weight) * a + weight * b; exactly a when weight is 0, even if b is not finite.
-  static float blend(float a, float b, float weight) {
-    return weight == 0.0f ? a : (1.0f - weight) * a + weight * b;
-  }
-
-  const Heatmap& map_;
-  std::vector<Taps> columns_;
-  std::vector<Taps> rows_;
-};
-
-struct TurboJpegBufferFree {
-  void operator()(unsigned char* buffer) const { tjFree(buffer); }
-};
-
-// Baseline JPEG by libjpeg-turbo; throws Error on failure, leaks nothing.
-std::vector<std::uint8_t> encode_jpeg(const Image& image, int quality) {
-  const TurboJpegHandle encoder(tjInitCompress());
-  if (!encoder) throw Error(ErrorCode::out_of_memory, "cannot start a JPEG encoder: " + std::string(tjGetErrorStr2(nullptr)));
-  unsigned char* jpeg = nullptr;
-  unsigned long size = 0;
-  const int subsampling = quality > kMaxSubsampledQuality ? TJSAMP_444 : TJSAMP_420;
-  const int status = tjCompress2(encoder.get(), image.rgb.data(), image.width, 0, image.height, TJPF_RGB, &jpeg, &size,
-                                 subsampling, quality, 0);
-  const std::unique_ptr<unsigned char, TurboJpegBufferFree> owned(jpeg);
-  if (status != 0) {
-    throw Error(ErrorCode::internal, "cannot encode a " + size_text(image.width, image.height) +
-                                         " image as JPEG: " + tjGetErrorStr2(encoder.get()));
-  }
-  return std::vector<std::uint8_t>(jpeg, jpeg + size);
+void check_same_size(const Image& photo, int width, int height) {
+  if (width != photo.width || height != photo.height)
+    throw Error(ErrorCode::invalid_argument,
+                "heatmap is " + size_text(width, height) + " but the photo is " + size_text(photo.width, photo.height));
 }
 
-// PNG by stb_image_write; throws Error on failure.
-std::vector<std::uint8_t> encode_png(const Image& image) {
-  if ((static_cast<std::uint64_t>(image.width) * 3 + 1) * image.height > kMaxPngFilteredBytes) {
-    throw Error(ErrorCode::image_too_large,
-                "a " + size_text(image.width, image.height) + " image is too large to encode as PNG");
+using ColourTable = std::array<std::array<std::uint8_t, 3>, 256>;
+
+// The colormap at 256 levels, made once per process.
+const ColourTable& colour_table(Colormap colormap) {
+  const auto make = [](Colormap map) {
+    ColourTable table;
+    for (int level = 0; level < 256; ++level) table[level] = colormap_rgb(map, level / 255.0f);
+    return table;
+  };
+  static const ColourTable jet = make(Colormap::jet);
+  static const ColourTable viridis = make(Colormap::viridis);
+  switch (colormap) {
+    case Colormap::jet: return jet;
+    case Colormap::viridis: return viridis;
   }
-  EncodedBytes out;
-  const int encoded = stbw_write_png(append_encoded, &out, image.width, image.height, image.rgb.data());
-  if (out.out_of_memory) {
-    throw Error(ErrorCode::out_of_memory, "no memory for the encoded " + size_text(image.width, image.height) + " image");
+  throw Error(ErrorCode::invalid_argument, "unknown colormap value " + std::to_string(static_cast<int>(colormap)));
+}
+
+// The photo with heatmap rows (row(y, line) writes photo.width values in
+// [0, 1]) coloured through 256 levels and blended over it in fixed point,
+// exact at alpha 0 and 1. Throws Error(invalid_argument) for alpha outside [0, 1].
+template <typename Rows>
+Image blend_rows(const Image& photo, Colormap colormap, float alpha, Rows&& row) {
+  if (!(alpha >= 0.0f && alpha <= 1.0f))
+    throw Error(ErrorCode::invalid_argument, "overlay alpha must be in [0, 1], not " + number_text(alpha));
+  const ColourTable& table = colour_table(colormap);
+  const std::uint32_t weight = static_cast<std::uint32_t>(std::lround(alpha * 256.0f));
+  std::vector<float> line(static_cast<std::size_t>(photo.width));
+  Image out{photo.width, photo.height, std::vector<std::uint8_t>(photo.rgb.size())};
+  for (int y = 0; y < photo.height; ++y) {
+    row(y, line.data());
+    const std::size_t first = static_cast<std::size_t>(y) * photo.width * 3;
+    for (int x = 0; x < photo.width; ++x) {
+      const float v = line[x];
+      const std::array<std::uint8_t, 3>& colour =
+          table[v > 0.0f ? static_cast<int>(std::min(v, 1.0f) * 255.0f + 0.5f) : 0];  // NaN -> 0
+      for (std::size_t c = 0; c < 3; ++c) {
+        const std::size_t i = first + 3 * static_cast<std::size_t>(x) + c;
+        out.rgb[i] = static_cast<std::uint8_t>((photo.rgb[i] * (256 - weight) + colour[c] * weight + 128) >> 8);
+      }
+    }
   }
-  if (!encoded) {
-    throw Error(ErrorCode::internal, "cannot encode a " + size_text(image.width, image.height) + " image as PNG");
-  }
-  return std::move(out.bytes);
+  return out;
 }
 
 }  // namespace
@@ -242,93 +175,89 @@ std::array<std::uint8_t, 3> colormap_rgb(Colormap colormap, float v) {
               "unknown colormap value " + std::to_string(static_cast<int>(colormap)));
 }
 
-Colormap parse_colormap(const std::string& name) {
-  if (name == "jet") return Colormap::jet;
-  if (name == "viridis") return Colormap::viridis;
-  throw Error(ErrorCode::invalid_argument, "unknown colormap \"" + name + "\"; expected jet or viridis");
-}
-
 Heatmap resize_heatmap(const Heatmap& map, int width, int height) {
-  if (width <= 0 || height <= 0) {
-    throw Error(ErrorCode::invalid_argument,
-                "cannot resize a heatmap to " + size_text(width, height));
-  }
-  return place_heatmap(map, {0, 0, width, height}, width, height);
-}
-
-Heatmap place_heatmap(const Heatmap& map, const Placement& placement, int width, int height) {
   check_heatmap(map);
-  check_placement(placement, width, height);
-  const Stretch stretch(map, placement);
-  Heatmap out{width, height, std::vector<float>(static_cast<std::size_t>(width) * height, 0.0f)};
-  for (int y = placement.top; y < placement.top + placement.height; ++y)
-    stretch.row(y - placement.top, out.values.data() + static_cast<std::size_t>(y) * width + placement.left);
-  return out;
-}
-
-Image render_overlay(const Image& photo, const Heatmap& heatmap, Colormap colormap, float alpha) {
-  check_image(photo, "photo");
-  check_heatmap(heatmap);
-  if (heatmap.width != photo.width || heatmap.height != photo.height) {
-    throw Error(ErrorCode::invalid_argument,
-                "heatmap is " + size_text(heatmap.width, heatmap.height) + " but the photo is " +
-                    size_text(photo.width, photo.height));
-  }
-  return render_placed_overlay(photo, heatmap, {0, 0, photo.width, photo.height}, colormap, alpha);
-}
-
-Image render_placed_overlay(const Image& photo, const Heatmap& map, const Placement& placement, Colormap colormap,
-                            float alpha) {
-  check_image(photo, "photo");
-  check_heatmap(map);
-  check_placement(placement, photo.width, photo.height);
-  if (!(alpha >= 0.0f && alpha <= 1.0f)) {
-    throw Error(ErrorCode::invalid_argument, "overlay alpha must be in [0, 1], not " + number_text(alpha));
-  }
-  // The map is coloured through 256 levels; the blend is fixed-point, exact at alpha 0 and 1.
-  std::array<std::array<std::uint8_t, 3>, 256> table;
-  for (int level = 0; level < 256; ++level) table[level] = colormap_rgb(colormap, level / 255.0f);
-  const std::uint32_t weight = static_cast<std::uint32_t>(std::lround(alpha * 256.0f));
-  const Stretch stretch(map, placement);
-  std::vector<float> line(static_cast<std::size_t>(photo.width), 0.0f);  // zero outside the placement
-  Image out{photo.width, photo.height, std::vector<std::uint8_t>(photo.rgb.size())};
-  for (int y = 0; y < photo.height; ++y) {
-    const bool inside = y >= placement.top && y < placement.top + placement.height;
-    if (inside) stretch.row(y - placement.top, line.data() + placement.left);
-    else std::fill(line.begin() + placement.left, line.begin() + placement.left + placement.width, 0.0f);
-    const std::size_t first = static_cast<std::size_t>(y) * photo.width * 3;
-    for (int x = 0; x < photo.width; ++x) {
-      const float v = line[x];
-      const int level = v > 0.0f ? static_cast<int>(std::min(v, 1.0f) * 255.0f + 0.5f) : 0;  // NaN -> 0
-      const std::array<std::uint8_t, 3>& colour = table[level];
-      for (std::size_t c = 0; c < 3; ++c) {
-        const std::size_t i = first + 3 * static_cast<std::size_t>(x) + c;
-        out.rgb[i] = static_cast<std::uint8_t>((photo.rgb[i] * (256 - weight) + colour[c] * weight + 128) >> 8);
-      }
+  if (width <= 0 || height <= 0)
+    throw Error(ErrorCode::invalid_argument, "cannot resize a heatmap to " + size_text(width, height));
+  const std::vector<Taps> columns = bilinear_taps(map.width, width);
+  const std::vector<Taps> rows = bilinear_taps(map.height, height);
+  Heatmap out{width, height, std::vector<float>(static_cast<std::size_t>(width) * height)};
+  for (int y = 0; y < height; ++y) {
+    const float* top = map.values.data() + static_cast<std::size_t>(rows[y].first) * map.width;
+    const float* bottom = map.values.data() + static_cast<std::size_t>(rows[y].second) * map.width;
+    for (int x = 0; x < width; ++x) {
+      const Taps& column = columns[x];
+      out.values[static_cast<std::size_t>(y) * width + x] =
+          blend(blend(top[column.first], top[column.second], column.weight),
+                blend(bottom[column.first], bottom[column.second], column.weight), rows[y].weight);
     }
   }
   return out;
 }
 
-std::vector<std::uint8_t> encode_image(const Image& image, ImageFormat format, int jpeg_quality) {
-  check_image(image, "image");
-  switch (format) {
-    case ImageFormat::jpeg:
-      if (jpeg_quality < 1 || jpeg_quality > 100) {
-        throw Error(ErrorCode::invalid_argument,
-                    "JPEG quality must be in 1..100, not " + std::to_string(jpeg_quality));
-      }
-      if (image.width > kMaxJpegSide || image.height > kMaxJpegSide) {
-        throw Error(ErrorCode::image_too_large,
-                    "a " + size_text(image.width, image.height) +
-                        " image does not fit in JPEG (at most 65535 pixels a side)");
-      }
-      return encode_jpeg(image, jpeg_quality);
-    case ImageFormat::png:
-      return encode_png(image);
+PlacedHeatmap::PlacedHeatmap(const Heatmap& map, const Placement& placement, int width, int height)
+    : width_(width), height_(height), placement_(placement) {
+  check_heatmap(map);
+  check_placement(placement, width, height);
+  // Across first: every map row stretched to the placement's width, once.
+  const std::vector<Taps> columns = bilinear_taps(map.width, placement.width);
+  across_.resize(static_cast<std::size_t>(map.height) * placement.width);
+  for (int r = 0; r < map.height; ++r) {
+    const float* source = map.values.data() + static_cast<std::size_t>(r) * map.width;
+    float* target = across_.data() + static_cast<std::size_t>(r) * placement.width;
+    for (int x = 0; x < placement.width; ++x)
+      target[x] = blend(source[columns[x].first], source[columns[x].second], columns[x].weight);
   }
-  throw Error(ErrorCode::invalid_argument,
-              "unknown image format value " + std::to_string(static_cast<int>(format)));
+  for (const Taps& t : bilinear_taps(map.height, placement.height)) down_.push_back({t.first, t.second, t.weight});
+  // The stretched map's range, for the min-max normalisation after ReLU.
+  float low = std::numeric_limits<float>::infinity(), high = 0.0f;
+  std::vector<float> line(static_cast<std::size_t>(placement.width));
+  for (const Tap& tap : down_) {
+    const float* upper = across_.data() + static_cast<std::size_t>(tap.first) * placement.width;
+    const float* lower = across_.data() + static_cast<std::size_t>(tap.second) * placement.width;
+    for (int x = 0; x < placement.width; ++x) {
+      const float v = std::max(blend(upper[x], lower[x], tap.weight), 0.0f);
+      low = std::min(low, v);
+      high = std::max(high, v);
+    }
+  }
+  if (high - low > 0.0f && std::isfinite(high - low)) {
+    offset_ = low;
+    gain_ = 1.0f / (high - low);
+  }
+}
+
+void PlacedHeatmap::row(int y, float* out) const {
+  std::fill(out, out + width_, 0.0f);
+  if (y < placement_.top || y >= placement_.top + placement_.height || gain_ == 0.0f) return;
+  const Tap& tap = down_[y - placement_.top];
+  const float* upper = across_.data() + static_cast<std::size_t>(tap.first) * placement_.width;
+  const float* lower = across_.data() + static_cast<std::size_t>(tap.second) * placement_.width;
+  float* target = out + placement_.left;
+  for (int x = 0; x < placement_.width; ++x)
+    target[x] = std::min((std::max(blend(upper[x], lower[x], tap.weight), 0.0f) - offset_) * gain_, 1.0f);
+}
+
+Heatmap PlacedHeatmap::full() const {
+  Heatmap out{width_, height_, std::vector<float>(static_cast<std::size_t>(width_) * height_)};
+  for (int y = 0; y < height_; ++y) row(y, out.values.data() + static_cast<std::size_t>(y) * width_);
+  return out;
+}
+
+Image render_overlay(const Image& photo, const PlacedHeatmap& heatmap, Colormap colormap, float alpha) {
+  check_image(photo, "photo");
+  check_same_size(photo, heatmap.width(), heatmap.height());
+  return blend_rows(photo, colormap, alpha, [&heatmap](int y, float* line) { heatmap.row(y, line); });
+}
+
+Image render_overlay(const Image& photo, const Heatmap& heatmap, Colormap colormap, float alpha) {
+  check_image(photo, "photo");
+  check_heatmap(heatmap);
+  check_same_size(photo, heatmap.width, heatmap.height);
+  return blend_rows(photo, colormap, alpha, [&heatmap](int y, float* line) {
+    const float* first = heatmap.values.data() + static_cast<std::size_t>(y) * heatmap.width;
+    std::copy(first, first + heatmap.width, line);
+  });
 }
 
 }  // namespace dermal

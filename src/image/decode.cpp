@@ -7,8 +7,8 @@
 
 #include "dermal/dermal.hpp"
 #include "image/exif.hpp"
-#include "image/stb_decode.h"
-#include "turbojpeg_handle.hpp"
+#include "image/jpeg.hpp"
+#include "image/stb_codecs.h"
 
 namespace dermal {
 
@@ -113,34 +113,6 @@ Header read_jpeg(const std::uint8_t* data, std::size_t size) {
   }
 }
 
-// Decodes JPEG data to 8-bit RGB with libjpeg-turbo (as PIL does: accurate
-// integer IDCT, smooth chroma upsampling). Data it decodes with a warning
-// (e.g. extraneous bytes) is accepted, as browsers and PIL accept it.
-Image decode_jpeg(const std::uint8_t* data, std::size_t size, const Header& header) {
-  const TurboJpegHandle decoder(tjInitDecompress());
-  if (!decoder) throw Error(ErrorCode::out_of_memory, "cannot start a JPEG decoder: " + std::string(tjGetErrorStr2(nullptr)));
-  const auto failure = [&decoder] {
-    return Error(ErrorCode::invalid_image, fmt::format("could not decode the JPEG data: {}", tjGetErrorStr2(decoder.get())));
-  };
-  int width = 0, height = 0, subsampling = 0, colorspace = 0;
-  if (tjDecompressHeader3(decoder.get(), data, static_cast<unsigned long>(size), &width, &height, &subsampling,
-                          &colorspace) != 0)
-    throw failure();
-  if (width != header.width || height != header.height)
-    throw Error(ErrorCode::invalid_image,
-                fmt::format("corrupt JPEG data: the frame header says {}x{}, the decoder reads {}x{}", header.width,
-                            header.height, width, height));
-  Image image;
-  image.width = width;
-  image.height = height;
-  image.rgb.resize(static_cast<std::size_t>(width) * height * 3);
-  if (tjDecompress2(decoder.get(), data, static_cast<unsigned long>(size), image.rgb.data(), width, 0, height,
-                    TJPF_RGB, 0) != 0 &&
-      tjGetErrorCode(decoder.get()) != TJERR_WARNING)
-    throw failure();
-  return image;
-}
-
 // Decodes PNG or BMP data to 8-bit RGB with stb_image.
 Image decode_with_stb(const std::uint8_t* data, std::size_t size, Format format) {
   int width = 0, height = 0;
@@ -243,7 +215,7 @@ Image decode_image(const std::uint8_t* data, std::size_t size, const DecodeOptio
     throw Error(ErrorCode::image_too_large,
                 fmt::format("{} declares {}x{} = {} pixels, over the limit of {}", format_name(format), header.width,
                             header.height, pixels, options.max_pixels));
-  Image stored = format == Format::jpeg ? decode_jpeg(data, size, header) : decode_with_stb(data, size, format);
+  Image stored = format == Format::jpeg ? decode_jpeg(data, size, header.width, header.height) : decode_with_stb(data, size, format);
   return apply_orientation(std::move(stored), exif_orientation(header.exif, header.exif_size));
 }
 

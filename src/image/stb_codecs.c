@@ -1,6 +1,6 @@
 /* The one translation unit that compiles stb_image, limited to the formats
-   dermal decodes with it (JPEG goes to libjpeg-turbo). Internal to the
-   library (static functions, wrapped in stb_decode.h). */
+   dermal decodes with it (JPEG goes to libjpeg-turbo), and stb_image_write
+   for PNG. Internal to the library (static functions, wrapped in stb_codecs.h). */
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_STATIC
 #define STBI_NO_STDIO
@@ -8,9 +8,14 @@
 #define STBI_ONLY_BMP
 #include <stb_image.h>
 
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_STATIC
+#define STBI_WRITE_NO_STDIO
+#include <stb_image_write.h>
+
 #include <string.h>
 
-#include "image/stb_decode.h"
+#include "image/stb_codecs.h"
 
 unsigned char* stbd_load_rgb(const unsigned char* data, int size, int* width, int* height) {
   int channels = 0;
@@ -27,3 +32,7 @@ const char* stbd_failure_reason(void) {
 }
 
 void stbd_free(void* pixels) { stbi_image_free(pixels); }
+
+int stbw_write_png(stbw_sink* sink, void* context, int width, int height, const unsigned char* rgb) {
+  return stbi_write_png_to_func(sink, context, width, height, 3, rgb, width * 3);
+}

@@ -1,0 +1,129 @@
+#include "model/predict.hpp"
+
+#include <fmt/format.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "heatmap/cam.hpp"
+#include "heatmap/render.hpp"
+#include "image/preprocess.hpp"
+#include "model/allocator.hpp"
+#include "model/torch_errors.hpp"
+
+namespace dermal {
+
+namespace {
+
+torch::Tensor to_probabilities(const torch::Tensor& logits, OutputActivation activation) {
+  return activation == OutputActivation::softmax ? torch::softmax(logits, 1) : torch::sigmoid(logits);
+}
+
+// The part of the photo the model saw (all of it, or the centred crop), in
+// the photo's pixels: where the heatmap lies on it.
+Placement heatmap_placement(const Image& photo, const ModelDescription& description) {
+  const ResizeWindow window = input_window(photo, description);
+  const double to_photo_x = static_cast<double>(photo.width) / window.resized_width;
+  const double to_photo_y = static_cast<double>(photo.height) / window.resized_height;
+  Placement placement;
+  placement.left = static_cast<int>(std::lround(window.left * to_photo_x));
+  placement.top = static_cast<int>(std::lround(window.top * to_photo_y));
+  placement.width = std::clamp(static_cast<int>(std::lround(window.width * to_photo_x)), 1, photo.width - placement.left);
+  placement.height =
+      std::clamp(static_cast<int>(std::lround(window.height * to_photo_y)), 1, photo.height - placement.top);
+  return placement;
+}
+
+// Label indices, most probable first.
+std::vector<int> ranked(const std::vector<float>& probabilities) {
+  std::vector<int> order(probabilities.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return probabilities[a] > probabilities[b]; });
+  return order;
+}
+
+std::vector<int> classes_to_explain(const PredictOptions& options, const std::vector<int>& ranking,
+                                    const ModelDescription& description) {
+  if (options.cam_class) {
+    const auto& labels = description.labels;
+    const auto it = std::find(labels.begin(), labels.end(), *options.cam_class);
+    if (it == labels.end())
+      throw Error(ErrorCode::unknown_class,
+                  fmt::format("class \"{}\" is not one of the model's labels: {}", *options.cam_class, fmt::join(labels, ", ")));
+    return {static_cast<int>(it - labels.begin())};
+  }
+  return {ranking.begin(), ranking.begin() + std::min<std::size_t>(options.cam_top_k, ranking.size())};
+}
+
+}  // namespace
+
+Prediction predict_photo(const Network& network, const Image& photo, const PredictOptions& options, bool explain) {
+  const ModelDescription& d = network.description;
+  std::vector<float> input = preprocess(photo, d);
+
+  Prediction prediction = translate_failures("predicting", [&] {
+    Prediction result;
+    torch::Tensor x = torch::from_blob(input.data(), {1, 3, d.input_height, d.input_width});
+    torch::Tensor activation, logits;
+    const bool needs_gradient = explain && options.cam_method != CamMethod::eigencam;
+    if (explain) {
+      {
+        torch::NoGradGuard no_grad;  // not InferenceMode: the activation must be able to require grad
+        activation = run_stages(network.before, x);
+      }
+      torch::AutoGradMode record(needs_gradient);  // only the stages after the CAM layer are recorded
+      activation.requires_grad_(needs_gradient);
+      logits = run_stages(network.after, activation);
+    } else {
+      c10::InferenceMode inference;
+      logits = run_stages(network.after, run_stages(network.before, x));
+    }
+    const torch::Tensor probabilities = to_probabilities(logits.detach(), d.output).contiguous();
+    const float* p = probabilities.data_ptr<float>();
+    result.probabilities.assign(p, p + d.labels.size());
+    for (float value : result.probabilities)
+      if (!std::isfinite(value))
+        throw Error(ErrorCode::invalid_model, "the network's output is not finite (NaN or Inf) for this image");
+    const std::vector<int> order = ranked(result.probabilities);
+    for (int i = 0; i < options.top_k && i < static_cast<int>(order.size()); ++i)
+      result.top.push_back({order[i], d.labels[order[i]], result.probabilities[order[i]]});
+
+    if (explain) {
+      const std::vector<int> classes = classes_to_explain(options, order, d);
+      const Placement placement = heatmap_placement(photo, d);
+      for (std::size_t i = 0; i < classes.size(); ++i) {
+        torch::Tensor gradient;
+        if (needs_gradient) {
+          const bool more_to_come = i + 1 < classes.size();
+          gradient = torch::autograd::grad({logits[0][classes[i]]}, {activation}, {}, more_to_come)[0][0];
+        }
+        const NormalizedMap normalized = normalize_map(cam_map(options.cam_method, activation.detach()[0], gradient));
+        Explanation explanation;
+        explanation.class_index = classes[i];
+        explanation.label = d.labels[classes[i]];
+        explanation.cam_method = options.cam_method;
+        explanation.heatmap = normalized.map;
+        explanation.flat = normalized.flat;
+        if (options.full_heatmap || options.overlay) {
+          const PlacedHeatmap placed(explanation.heatmap, placement, photo.width, photo.height);
+          if (options.full_heatmap) explanation.full_heatmap = placed.full();
+          if (options.overlay)
+            explanation.overlay = encode_image(render_overlay(photo, placed, options.colormap, options.overlay_alpha),
+                                               options.overlay_format, options.jpeg_quality);
+        }
+        result.explanations.push_back(std::move(explanation));
+      }
+    }
+    // Drop the graph, activation and gradients before returning.
+    logits.reset();
+    activation.reset();
+    return result;
+  });
+  input = std::vector<float>();
+  release_free_memory();
+  return prediction;
+}
+
+}  // namespace dermal
