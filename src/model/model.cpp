@@ -214,15 +214,15 @@ void check_options(const PredictOptions& options) {
                 fmt::format("jpeg_quality must be within 1..100, not {}", options.jpeg_quality));
 }
 
-// The part of the photo the model saw (all of it, or the centred crop), in
-// the photo's pixels: where the heatmap lies on it.
+// The part of the photo the model saw (all of it, the centred crop or the
+// fitted box), in the photo's pixels: where the heatmap lies on it.
 Placement heatmap_placement(const Image& photo, const ModelDescription& description) {
   const ResizeWindow window = input_window(photo, description);
-  const double to_photo_x = static_cast<double>(photo.width) / window.resized_width;
-  const double to_photo_y = static_cast<double>(photo.height) / window.resized_height;
+  const double to_photo_x = static_cast<double>(window.box_right - window.box_left) / window.resized_width;
+  const double to_photo_y = static_cast<double>(window.box_bottom - window.box_top) / window.resized_height;
   Placement placement;
-  placement.left = static_cast<int>(std::lround(window.left * to_photo_x));
-  placement.top = static_cast<int>(std::lround(window.top * to_photo_y));
+  placement.left = static_cast<int>(std::lround(window.box_left + window.left * to_photo_x));
+  placement.top = static_cast<int>(std::lround(window.box_top + window.top * to_photo_y));
   placement.width = std::clamp(static_cast<int>(std::lround(window.width * to_photo_x)), 1, photo.width - placement.left);
   placement.height =
       std::clamp(static_cast<int>(std::lround(window.height * to_photo_y)), 1, photo.height - placement.top);
