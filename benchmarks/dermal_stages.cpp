@@ -103,12 +103,27 @@ int main(int argc, char** argv) {
       model.predict(jpeg.data(), jpeg.size(), end_to_end);
     }
 
+    // The model's own preprocessing beside the float bilinear resize and
+    // PIL's 8-bit BILINEAR and LANCZOS (input.resample), on the same photo.
+    std::map<std::string, dermal::ModelDescription> resizes = {
+        {"decode_preprocess_float", description},
+        {"decode_preprocess_pil_bilinear", description},
+        {"decode_preprocess_pil_lanczos", description}};
+    resizes["decode_preprocess_float"].resample.reset();
+    resizes["decode_preprocess_pil_bilinear"].resample = dermal::ResampleFilter::bilinear;
+    resizes["decode_preprocess_pil_lanczos"].resample = dermal::ResampleFilter::lanczos;
+
     std::map<std::string, Stage> stages;
     for (int i = 0; i < repeats; ++i) {  // interleaved, so machine noise hits every stage alike
       stages["decode_preprocess"].run([&] {
         const dermal::Image decoded = dermal::decode_image(jpeg.data(), jpeg.size());
         dermal::preprocess(decoded, description);
       });
+      for (const auto& [name, resize] : resizes)
+        stages[name].run([&] {
+          const dermal::Image decoded = dermal::decode_image(jpeg.data(), jpeg.size());
+          dermal::preprocess(decoded, resize);
+        });
       stages["predict"].run([&] { model.predict(photo, plain); });
       stages["end_to_end_predict"].run([&] { model.predict(jpeg.data(), jpeg.size(), plain); });
       stages["predict_gradcam"].run([&] { model.predict(photo, cam_only); });

@@ -111,3 +111,31 @@ TEST_CASE("each wrong field is refused with its name", "[description]") {
   d.erase("stages");
   require_refused(d, "has no \"stages\"");
 }
+
+TEST_CASE("resample is optional, names a PIL filter, and fit needs it", "[description]") {
+  json d = valid_description();
+  CHECK_FALSE(dermal::parse_description(d.dump()).resample.has_value());
+  const std::pair<const char*, dermal::ResampleFilter> filters[] = {
+      {"nearest", dermal::ResampleFilter::nearest}, {"bilinear", dermal::ResampleFilter::bilinear},
+      {"bicubic", dermal::ResampleFilter::bicubic}, {"lanczos", dermal::ResampleFilter::lanczos},
+      {"box", dermal::ResampleFilter::box},         {"hamming", dermal::ResampleFilter::hamming}};
+  for (const auto& [name, filter] : filters) {
+    d["input"]["resample"] = name;
+    CHECK(dermal::parse_description(d.dump()).resample == filter);
+  }
+  for (const json& wrong : {json("LANCZOS"), json("antialias"), json(""), json(1), json(nullptr)}) {
+    d["input"]["resample"] = wrong;
+    require_refused(d, "input.resample must be one of");
+    require_refused(d, wrong.dump());
+  }
+
+  d = valid_description();
+  d["input"]["resize"] = "fit";
+  require_refused(d, "input.resize \"fit\" needs input.resample");
+  d["input"]["resample"] = "lanczos";
+  const dermal::ModelDescription fit = dermal::parse_description(d.dump());
+  CHECK(fit.resize == dermal::ResizePolicy::fit);
+  CHECK(fit.resample == dermal::ResampleFilter::lanczos);
+  d["input"]["resize"] = "fill";
+  require_refused(d, "input.resize must be \"stretch\", \"center_crop\" or \"fit\", not \"fill\"");
+}

@@ -290,7 +290,7 @@ TEST_CASE("resize_heatmap matches values worked out by hand", "[render]") {
 TEST_CASE("a placed heatmap is the resized map on its placement, renormalised to [0, 1], zero elsewhere", "[render]") {
   Heatmap map = ramp_heatmap(5, 4);
   for (float& v : map.values) v = 0.2f + 0.5f * v;  // stretched, its range is not [0, 1]
-  const dermal::Placement placement{3, 2, 11, 7};
+  const dermal::PixelRect placement{3, 2, 11, 7};
   const Heatmap resized = dermal::resize_heatmap(map, placement.width, placement.height);
   const auto [low, high] = std::minmax_element(resized.values.begin(), resized.values.end());
   REQUIRE(*low > 0.0f);
@@ -305,8 +305,8 @@ TEST_CASE("a placed heatmap is the resized map on its placement, renormalised to
       CHECK(placed.values[y * 17 + x] == Approx(expected).margin(1e-6));
     }
   CHECK(*std::max_element(placed.values.begin(), placed.values.end()) == 1.0f);
-  for (const dermal::Placement outside : {dermal::Placement{7, 2, 11, 7}, dermal::Placement{3, 6, 11, 7},
-                                          dermal::Placement{-1, 0, 4, 4}, dermal::Placement{0, 0, 0, 4}})
+  for (const dermal::PixelRect outside : {dermal::PixelRect{7, 2, 11, 7}, dermal::PixelRect{3, 6, 11, 7},
+                                          dermal::PixelRect{-1, 0, 4, 4}, dermal::PixelRect{0, 0, 0, 4}})
     CHECK(error_code_of([&] { dermal::PlacedHeatmap(map, outside, 17, 12); }) == ErrorCode::invalid_argument);
   const Heatmap constant = dermal::PlacedHeatmap(Heatmap{2, 2, std::vector<float>(4, 0.5f)}, placement, 17, 12).full();
   CHECK(*std::max_element(constant.values.begin(), constant.values.end()) == 0.0f);  // no contrast: all zeros
@@ -316,7 +316,7 @@ TEST_CASE("an overlay made from the placed map row by row equals the one from th
   const Image photo = gradient_image(17, 12);
   Heatmap map = ramp_heatmap(5, 4);
   map.values[6] = std::numeric_limits<float>::quiet_NaN();  // counts as 0, and only where it falls
-  for (const dermal::Placement placement : {dermal::Placement{3, 2, 11, 7}, dermal::Placement{0, 0, 17, 12}}) {
+  for (const dermal::PixelRect placement : {dermal::PixelRect{3, 2, 11, 7}, dermal::PixelRect{0, 0, 17, 12}}) {
     const dermal::PlacedHeatmap placed(map, placement, 17, 12);
     const Image whole = dermal::render_overlay(photo, placed.full(), Colormap::viridis, 0.6f);
     CHECK(dermal::render_overlay(photo, placed, Colormap::viridis, 0.6f).rgb == whole.rgb);

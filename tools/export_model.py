@@ -4,13 +4,16 @@
     /usr/bin/python3 tools/export_model.py --arch efficientnet_v2_s \
         --labels akiec,bcc,bkl,df,mel,nv,vasc --size 300 \
         (--checkpoint model.pth | --seed 0) --out model.pt \
-        [--cam-layer features.6] [--resize stretch|center_crop] [--calibrate-bn N]
+        [--cam-layer features.6] [--resize stretch|center_crop|fit]
+        [--resample nearest|bilinear|bicubic|lanczos|box|hamming] [--calibrate-bn N]
         [--precision fp32|bf16 [--min-agreement 0.99] [--agreement-images 200]]
 
 The network is rearranged (not changed) into nested Sequentials whose children
 keep torchvision's names, so that running the stages in order equals the
-torchvision model's forward. Refusals (a checkpoint that does not fit, an
-unknown CAM layer, bad labels) exit with status 2 and a message, no traceback.
+torchvision model's forward. The library resizes photos byte for byte as
+PIL's Image.resize with --resample (default bilinear). Refusals (a checkpoint
+that does not fit, an unknown CAM layer, bad labels) exit with status 2 and a
+message, no traceback.
 
 A reduced-precision export is written only if its top-1 class agrees with the
 float32 network's on at least --min-agreement of --agreement-images generated
@@ -299,7 +302,11 @@ def parse_args(argv):
     parser.add_argument("--out", required=True)
     parser.add_argument("--cam-layer", help="stage whose output Grad-CAM uses "
                         "(default: the last feature stage)")
-    parser.add_argument("--resize", default="stretch", choices=["stretch", "center_crop"])
+    parser.add_argument("--resize", default="stretch", choices=["stretch", "center_crop", "fit"],
+                        help="fit: PIL.ImageOps.fit, the centred box of the input's aspect ratio")
+    parser.add_argument("--resample", default="bilinear",
+                        choices=["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"],
+                        help="the PIL filter the app resizes photos with (default bilinear)")
     parser.add_argument("--calibrate-bn", type=int, metavar="N",
                         help=f"recalibrate BatchNorm statistics on N batches of "
                              f"{CALIBRATION_BATCH} images (default: "
@@ -346,7 +353,8 @@ def export(args):
                       f"valid: {', '.join(stages)}")
     try:
         description = dermal_model.make_description(
-            args.arch, labels, args.size, args.size, stages, cam_layer, resize=args.resize)
+            args.arch, labels, args.size, args.size, stages, cam_layer, resize=args.resize,
+            resample=args.resample)
     except ValueError as e:
         raise Refusal(str(e)) from None
 

@@ -70,7 +70,13 @@ struct DecodeOptions {
 // Decodes JPEG, PNG or BMP bytes to upright RGB.
 Image decode_image(const std::uint8_t* data, std::size_t size, const DecodeOptions& options = {});
 
-enum class ResizePolicy { stretch, center_crop };
+// stretch: the photo resized to the input size; center_crop: its shorter
+// side resized to resize_shorter_to, then the centre cut out (torchvision's
+// Resize + CenterCrop); fit: PIL.ImageOps.fit, the largest centred box of the
+// input's aspect ratio resized to the input size (needs a resample filter).
+enum class ResizePolicy { stretch, center_crop, fit };
+// PIL's Image.resize filters, computed byte for byte as Pillow does.
+enum class ResampleFilter { nearest, bilinear, bicubic, lanczos, box, hamming };
 enum class OutputActivation { softmax, sigmoid };
 
 // What a model file says about itself (its dermal.json).
@@ -81,6 +87,9 @@ struct ModelDescription {
   int input_height = 0;
   ResizePolicy resize = ResizePolicy::stretch;
   int resize_shorter_to = 0;  // center_crop only: shorter side before cropping
+  // Set: the photo is resized as PIL's Image.resize with this filter (8-bit
+  // result). Unset: an antialiased float bilinear, as torchvision on tensors.
+  std::optional<ResampleFilter> resample;
   float scale = 1.0f / 255.0f;
   float mean[3] = {0, 0, 0};
   float std[3] = {1, 1, 1};

@@ -100,7 +100,7 @@ std::vector<Taps> bilinear_taps(int in_size, int out_size) {
 
 // Throws Error(invalid_argument) unless the placement has pixels and lies
 // within a width x height canvas.
-void check_placement(const Placement& p, int width, int height) {
+void check_placement(const PixelRect& p, int width, int height) {
   if (p.width <= 0 || p.height <= 0 || p.left < 0 || p.top < 0 || p.left + p.width > width ||
       p.top + p.height > height) {
     throw Error(ErrorCode::invalid_argument,
@@ -198,7 +198,7 @@ Heatmap resize_heatmap(const Heatmap& map, int width, int height) {
   return out;
 }
 
-PlacedHeatmap::PlacedHeatmap(const Heatmap& map, const Placement& placement, int width, int height)
+PlacedHeatmap::PlacedHeatmap(const Heatmap& map, const PixelRect& placement, int width, int height)
     : width_(width), height_(height), placement_(placement) {
   check_heatmap(map);
   check_placement(placement, width, height);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dermal/dermal.hpp"
+#include "image/window.hpp"
 
 namespace dermal {
 
@@ -20,14 +21,6 @@ std::array<std::uint8_t, 3> colormap_rgb(Colormap colormap, float v);
 // inconsistent map or a size below 1.
 Heatmap resize_heatmap(const Heatmap& map, int width, int height);
 
-// A rectangle of whole pixels on a photo, where a heatmap lies.
-struct Placement {
-  int left = 0;
-  int top = 0;
-  int width = 0;
-  int height = 0;
-};
-
 // A map stretched (as resize_heatmap) onto its placement on a photo, then
 // ReLU'd and min-max normalised over the placement, so that its values span
 // exactly [0, 1] unless the map is constant; zero outside the placement.
@@ -37,7 +30,7 @@ class PlacedHeatmap {
  public:
   // Throws Error(invalid_argument) for an empty or inconsistent map or a
   // placement that does not fit a width x height photo.
-  PlacedHeatmap(const Heatmap& map, const Placement& placement, int width, int height);
+  PlacedHeatmap(const Heatmap& map, const PixelRect& placement, int width, int height);
 
   int width() const { return width_; }
   int height() const { return height_; }
@@ -49,7 +42,7 @@ class PlacedHeatmap {
  private:
   int width_;
   int height_;
-  Placement placement_;
+  PixelRect placement_;
   std::vector<float> across_;  // every map row stretched across: map height x placement width
   struct Tap {
     int first;

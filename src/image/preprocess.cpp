@@ -40,6 +40,19 @@ Taps bilinear_taps(int in_size, int out_size, int first, int count) {
   return taps;
 }
 
+// (value * scale - mean) / std for 8-bit RGB, planar, in float32: through a
+// table of the 256 values per channel.
+std::vector<float> normalise(const Image& resized, const ModelDescription& d) {
+  const std::size_t plane = static_cast<std::size_t>(resized.width) * resized.height;
+  std::vector<float> input(3 * plane);
+  for (int c = 0; c < 3; ++c) {
+    float table[256];
+    for (int v = 0; v < 256; ++v) table[v] = (static_cast<float>(v) * d.scale - d.mean[c]) / d.std[c];
+    for (std::size_t i = 0; i < plane; ++i) input[c * plane + i] = table[resized.rgb[3 * i + c]];
+  }
+  return input;
+}
+
 }  // namespace
 
 std::vector<float> resize_bilinear(const Image& image, const ResizeWindow& window) {
@@ -85,7 +98,25 @@ ResizeWindow input_window(const Image& image, const ModelDescription& descriptio
   ResizeWindow window;
   window.width = window.resized_width = description.input_width;
   window.height = window.resized_height = description.input_height;
-  if (description.resize == ResizePolicy::center_crop) {
+  window.box_right = static_cast<float>(image.width);
+  window.box_bottom = static_cast<float>(image.height);
+  if (description.resize == ResizePolicy::fit) {
+    // PIL.ImageOps.fit with bleed 0 and centering (0.5, 0.5), in Python's
+    // doubles; Pillow then holds the box as float.
+    const double photo_ratio = static_cast<double>(image.width) / image.height;
+    const double input_ratio = static_cast<double>(description.input_width) / description.input_height;
+    double crop_width = image.width, crop_height = image.height;
+    if (photo_ratio != input_ratio) {
+      if (photo_ratio >= input_ratio) crop_width = input_ratio * image.height;
+      else crop_height = image.width / input_ratio;
+    }
+    const double crop_left = (image.width - crop_width) * 0.5;
+    const double crop_top = (image.height - crop_height) * 0.5;
+    window.box_left = static_cast<float>(crop_left);
+    window.box_top = static_cast<float>(crop_top);
+    window.box_right = static_cast<float>(crop_left + crop_width);
+    window.box_bottom = static_cast<float>(crop_top + crop_height);
+  } else if (description.resize == ResizePolicy::center_crop) {
     // As torchvision: Resize(shorter) truncates the longer side, CenterCrop rounds half to even.
     const std::int64_t shorter = description.resize_shorter_to;
     const std::int64_t longer = shorter * std::max(image.width, image.height) / std::min(image.width, image.height);
@@ -100,6 +131,17 @@ ResizeWindow input_window(const Image& image, const ModelDescription& descriptio
   return window;
 }
 
+PixelRect ResizeWindow::on_picture(int picture_width, int picture_height) const {
+  const double to_picture_x = static_cast<double>(box_right - box_left) / resized_width;
+  const double to_picture_y = static_cast<double>(box_bottom - box_top) / resized_height;
+  PixelRect rect;
+  rect.left = static_cast<int>(std::lround(box_left + left * to_picture_x));
+  rect.top = static_cast<int>(std::lround(box_top + top * to_picture_y));
+  rect.width = std::clamp(static_cast<int>(std::lround(width * to_picture_x)), 1, picture_width - rect.left);
+  rect.height = std::clamp(static_cast<int>(std::lround(height * to_picture_y)), 1, picture_height - rect.top);
+  return rect;
+}
+
 std::vector<float> preprocess(const Image& image, const ModelDescription& description) {
   if (image.width <= 0 || image.height <= 0 ||
       image.rgb.size() != static_cast<std::size_t>(image.width) * image.height * 3)
@@ -108,6 +150,7 @@ std::vector<float> preprocess(const Image& image, const ModelDescription& descri
                             static_cast<std::size_t>(std::max(image.width, 0)) * std::max(image.height, 0) * 3,
                             image.rgb.size()));
   const ResizeWindow window = input_window(image, description);
+  if (description.resample) return normalise(resize_like_pillow(image, *description.resample, window), description);
   std::vector<float> input = resize_bilinear(image, window);
   const std::size_t plane = static_cast<std::size_t>(window.width) * window.height;
   for (int c = 0; c < 3; ++c) {

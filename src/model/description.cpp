@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
+#include <utility>
 
 #include "dermal/dermal.hpp"
 
@@ -70,6 +72,16 @@ std::vector<std::string> distinct_strings(const json& root, const char* name) {
   return items;
 }
 
+std::optional<ResampleFilter> resample_filter(const std::string& name) {
+  const std::pair<const char*, ResampleFilter> names[] = {
+      {"nearest", ResampleFilter::nearest}, {"bilinear", ResampleFilter::bilinear},
+      {"bicubic", ResampleFilter::bicubic}, {"lanczos", ResampleFilter::lanczos},
+      {"box", ResampleFilter::box},         {"hamming", ResampleFilter::hamming}};
+  for (const auto& [known, filter] : names)
+    if (name == known) return filter;
+  return std::nullopt;
+}
+
 }  // namespace
 
 ModelDescription parse_description(const std::string& text_json) {
@@ -88,6 +100,14 @@ ModelDescription parse_description(const std::string& text_json) {
   if (!input.is_object()) refuse("\"input\" must be an object");
   d.input_width = positive_int(input, "width", "input", kMaxInputSide);
   d.input_height = positive_int(input, "height", "input", kMaxInputSide);
+  const auto resample = input.find("resample");
+  if (resample != input.end()) {
+    const auto filter = resample->is_string() ? resample_filter(resample->get<std::string>()) : std::nullopt;
+    if (!filter)
+      refuse(fmt::format("input.resample must be one of \"nearest\", \"bilinear\", \"bicubic\", \"lanczos\", "
+                         "\"box\", \"hamming\", not {}", resample->dump()));
+    d.resample = filter;
+  }
   const std::string resize = text(input, "resize", "input");
   if (resize == "stretch") {
     d.resize = ResizePolicy::stretch;
@@ -97,8 +117,11 @@ ModelDescription parse_description(const std::string& text_json) {
     if (d.resize_shorter_to < std::max(d.input_width, d.input_height))
       refuse(fmt::format("input.resize_shorter_to {} is smaller than the {}x{} crop", d.resize_shorter_to,
                          d.input_width, d.input_height));
+  } else if (resize == "fit") {
+    d.resize = ResizePolicy::fit;
+    if (!d.resample) refuse("input.resize \"fit\" needs input.resample (the PIL filter ImageOps.fit uses)");
   } else {
-    refuse(fmt::format("input.resize must be \"stretch\" or \"center_crop\", not \"{}\"", resize));
+    refuse(fmt::format("input.resize must be \"stretch\", \"center_crop\" or \"fit\", not \"{}\"", resize));
   }
   d.scale = finite_number(field(input, "scale", "input"), "input.scale");
   if (!(d.scale > 0)) refuse("input.scale must be above 0");

@@ -21,21 +21,6 @@ torch::Tensor to_probabilities(const torch::Tensor& logits, OutputActivation act
   return activation == OutputActivation::softmax ? torch::softmax(logits, 1) : torch::sigmoid(logits);
 }
 
-// The part of the photo the model saw (all of it, or the centred crop), in
-// the photo's pixels: where the heatmap lies on it.
-Placement heatmap_placement(const Image& photo, const ModelDescription& description) {
-  const ResizeWindow window = input_window(photo, description);
-  const double to_photo_x = static_cast<double>(photo.width) / window.resized_width;
-  const double to_photo_y = static_cast<double>(photo.height) / window.resized_height;
-  Placement placement;
-  placement.left = static_cast<int>(std::lround(window.left * to_photo_x));
-  placement.top = static_cast<int>(std::lround(window.top * to_photo_y));
-  placement.width = std::clamp(static_cast<int>(std::lround(window.width * to_photo_x)), 1, photo.width - placement.left);
-  placement.height =
-      std::clamp(static_cast<int>(std::lround(window.height * to_photo_y)), 1, photo.height - placement.top);
-  return placement;
-}
-
 // Label indices, most probable first.
 std::vector<int> ranked(const std::vector<float>& probabilities) {
   std::vector<int> order(probabilities.size());
@@ -92,7 +77,7 @@ Prediction predict_photo(const Network& network, const Image& photo, const Predi
 
     if (explain) {
       const std::vector<int> classes = classes_to_explain(options, order, d);
-      const Placement placement = heatmap_placement(photo, d);
+      const PixelRect placement = input_window(photo, d).on_picture(photo.width, photo.height);
       for (std::size_t i = 0; i < classes.size(); ++i) {
         torch::Tensor gradient;
         if (needs_gradient) {

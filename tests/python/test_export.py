@@ -83,6 +83,7 @@ def test_export_reloads_with_description_and_stage_chain(exported, arch):
     assert spec["mean"] == dermal_model.IMAGENET_MEAN
     assert spec["std"] == dermal_model.IMAGENET_STD
     assert spec["resize"] == ("center_crop" if arch == "resnet50" else "stretch")
+    assert spec["resample"] == "bilinear"  # PIL's, the default of new exports
 
     module = torch.jit.load(str(path))
     x = torch.rand(2, 3, SIZE, SIZE)
