@@ -275,7 +275,7 @@ def _rgb_rows(array: numpy.ndarray) -> numpy.ndarray:
     if array.ndim != 3 or array.shape[2] != 3:
         raise InvalidArgument(f"an RGB picture must have the shape (height, width, 3), not {array.shape}")
     height, width = array.shape[:2]
-    if array.strides[2] == 1 and array.strides[1] == 3 and (height < 2 or array.strides[0] >= 3 * width):
+    if array.strides[2] == 1 and array.strides[1] == 3 and array.strides[0] >= 3 * width:
         return array
     return numpy.ascontiguousarray(array)
 
