@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
 
     dermal::LoadOptions load_options;
     load_options.threads = threads;
+    load_options.tune_allocator = true;  // the configuration the README's figures describe
     const auto load_start = Clock::now();
     dermal::Model model(argv[1], load_options);
     out["load_ms"] = since_ms(load_start);
@@ -79,12 +80,13 @@ int main(int argc, char** argv) {
     const dermal::ModelDescription& description = model.description();
 
     dermal::PredictOptions plain;
-    plain.gradcam = false;
+    plain.explain = false;
     dermal::PredictOptions cam_only;  // Grad-CAM heatmap, no overlay image
-    cam_only.gradcam = true;
-    cam_only.render_overlay = false;
+    cam_only.explain = true;
+    cam_only.overlay = false;
+    cam_only.full_heatmap = true;  // the map the overlay stage below colours
     dermal::PredictOptions end_to_end;  // JPEG overlay, as a web app returns it
-    end_to_end.gradcam = true;
+    end_to_end.explain = true;
 
     Stage first;
     first.run([&] { model.predict(jpeg.data(), jpeg.size(), end_to_end); });
@@ -111,7 +113,7 @@ int main(int argc, char** argv) {
       stages["end_to_end_predict"].run([&] { model.predict(jpeg.data(), jpeg.size(), plain); });
       stages["predict_gradcam"].run([&] { model.predict(photo, cam_only); });
       stages["overlay_render_encode"].run([&] {
-        dermal::encode_image(dermal::render_overlay(photo, explained.cams[0].full, end_to_end.colormap,
+        dermal::encode_image(dermal::render_overlay(photo, explained.explanations[0].full_heatmap, end_to_end.colormap,
                                                     end_to_end.overlay_alpha),
                              end_to_end.overlay_format, end_to_end.jpeg_quality);
       });

@@ -47,12 +47,14 @@ int main(int argc, char** argv) {
   const std::vector<std::uint8_t> photo = read_file(argv[2]);
 
   try {
-    dermal::Model model(argv[1]);  // 1 intra-op thread, Grad-CAM possible
+    dermal::LoadOptions load_options;  // 1 intra-op thread, Grad-CAM possible
+    load_options.tune_allocator = true;
+    dermal::Model model(argv[1], load_options);
     dermal::PredictOptions plain;
-    plain.gradcam = false;
+    plain.explain = false;
     dermal::PredictOptions explained;
-    explained.gradcam = true;
-    explained.render_overlay = true;
+    explained.explain = true;
+    explained.overlay = true;
 
     // Warm-up: TorchScript's executor optimises each graph on its first runs.
     for (int i = 0; i < 3; ++i) {

@@ -28,9 +28,10 @@ int main(int argc, char** argv) {
   try {
     dermal::LoadOptions load_options;
     load_options.threads = options.threads;
+    load_options.tune_allocator = true;
     dermal::Model model(argv[1], load_options);
     dermal::PredictOptions end_to_end;  // JPEG overlay, as a web app returns it
-    end_to_end.gradcam = true;
+    end_to_end.explain = true;
 
     // The floor, loaded as bare_forward loads it.
     torch::jit::Module whole = torch::jit::load(argv[1], torch::kCPU);

@@ -69,7 +69,8 @@ TEST_CASE("the bad-input corpus: each file gets its documented status", "[image]
 TEST_CASE("the bad-input corpus through predict: the same statuses, valid photos classified", "[model][errors][corpus]") {
   dermal::Model model(std::string(DERMAL_MODEL_FIXTURES) + "/tiny.pt");
   dermal::PredictOptions options;
-  options.gradcam = true;
+  options.explain = true;
+  options.full_heatmap = true;
   for (const BadInput& input : read_corpus()) {
     INFO(input.file << " should be " << input.status);
     const std::vector<std::uint8_t> bytes = read_bytes(kBadInputs + "/" + input.file);
@@ -77,10 +78,10 @@ TEST_CASE("the bad-input corpus through predict: the same statuses, valid photos
       const dermal::Prediction prediction = model.predict(bytes.data(), bytes.size(), options);
       CHECK(input.status == "ok");
       CHECK(prediction.top.size() == 3);
-      REQUIRE(prediction.cams.size() == 1);
-      CHECK(prediction.cams[0].full.width == input.width);
-      CHECK(prediction.cams[0].full.height == input.height);
-      CHECK_FALSE(prediction.cams[0].overlay.empty());
+      REQUIRE(prediction.explanations.size() == 1);
+      CHECK(prediction.explanations[0].full_heatmap.width == input.width);
+      CHECK(prediction.explanations[0].full_heatmap.height == input.height);
+      CHECK_FALSE(prediction.explanations[0].overlay.empty());
     } catch (const dermal::Error& e) {
       INFO("message: " << e.what());
       CHECK(dermal::error_code_name(e.code()) == input.status);

@@ -67,7 +67,8 @@ static void test_prediction(dermal_model* model, const unsigned char* photo, siz
   float probability = 0, sum = 0;
 
   CHECK_STATUS(dermal_predict_options_create(&options), DERMAL_OK);
-  CHECK_STATUS(dermal_predict_options_set_gradcam(options, 1), DERMAL_OK);
+  CHECK_STATUS(dermal_predict_options_set_explain(options, 1), DERMAL_OK);
+  CHECK_STATUS(dermal_predict_options_set_full_heatmap(options, 1), DERMAL_OK);
   CHECK_STATUS(dermal_predict_options_set_top_k(options, 2), DERMAL_OK);
   CHECK_STATUS(dermal_predict_options_set_overlay_format(options, "png"), DERMAL_OK);
   CHECK_STATUS(dermal_model_predict(model, photo, photo_size, options, &result), DERMAL_OK);
@@ -89,7 +90,7 @@ static void test_prediction(dermal_model* model, const unsigned char* photo, siz
   CHECK(count == 1);
   CHECK_STATUS(dermal_result_explanation_class(result, 0, &label, &index), DERMAL_OK);
   CHECK(index == top_index);
-  CHECK_STATUS(dermal_result_explanation_method(result, 0, &method), DERMAL_OK);
+  CHECK_STATUS(dermal_result_explanation_cam_method(result, 0, &method), DERMAL_OK);
   CHECK(strcmp(method, "gradcam") == 0);
   CHECK_STATUS(dermal_result_explanation_flat(result, 0, &flat), DERMAL_OK);
   CHECK(flat == 0);
@@ -97,7 +98,14 @@ static void test_prediction(dermal_model* model, const unsigned char* photo, siz
   CHECK(width > 0 && height > 0 && width < 40 && values != NULL);
   CHECK_STATUS(dermal_result_explanation_full_heatmap(result, 0, &width, &height, &values), DERMAL_OK);
   CHECK(width == 40 && height == 32);
-  for (i = 0; i < (size_t)(width * height); ++i) CHECK(values[i] >= 0 && values[i] <= 1);
+  {
+    float low = 1, high = 0; /* renormalised after stretching: exactly [0, 1] */
+    for (i = 0; i < (size_t)(width * height); ++i) {
+      low = values[i] < low ? values[i] : low;
+      high = values[i] > high ? values[i] : high;
+    }
+    CHECK(low == 0.0f && high == 1.0f);
+  }
   CHECK_STATUS(dermal_result_explanation_overlay(result, 0, &overlay, &overlay_size), DERMAL_OK);
   CHECK(overlay_size > 8 && memcmp(overlay, "\x89PNG", 4) == 0);
 
@@ -109,7 +117,7 @@ static void test_prediction(dermal_model* model, const unsigned char* photo, siz
   CHECK_STATUS(dermal_model_label(model, label_count, &label), DERMAL_INVALID_ARGUMENT);
   dermal_result_free(result);
 
-  /* Without the map at the photo's size: the same overlay. */
+  /* Without the map at the photo's size (the default): no map, the same overlay. */
   {
     const uint8_t* overlay_without = NULL;
     size_t overlay_without_size = 0;
@@ -129,23 +137,36 @@ static void test_prediction(dermal_model* model, const unsigned char* photo, siz
   }
 
   /* Without an overlay: heatmaps only. */
-  CHECK_STATUS(dermal_predict_options_set_render_overlay(options, 0), DERMAL_OK);
+  CHECK_STATUS(dermal_predict_options_set_overlay(options, 0), DERMAL_OK);
   CHECK_STATUS(dermal_model_predict(model, photo, photo_size, options, &result), DERMAL_OK);
   CHECK_STATUS(dermal_result_explanation_overlay(result, 0, &overlay, &overlay_size), DERMAL_OK);
   CHECK(overlay == NULL && overlay_size == 0);
   dermal_result_free(result);
 
-  /* Raw RGB: a grey 8x8 picture. */
+  /* Raw RGB: an 8x8 picture, packed and with padded rows. */
   {
     unsigned char rgb[8 * 8 * 3];
-    memset(rgb, 128, sizeof rgb);
-    CHECK_STATUS(dermal_model_predict_rgb(model, rgb, 8, 8, NULL, &result), DERMAL_OK);
+    unsigned char padded[8 * (8 * 3 + 5)];
+    dermal_result* from_padded = NULL;
+    const float* padded_probabilities = NULL;
+    size_t padded_count = 0;
+    for (i = 0; i < 8 * 8 * 3; ++i) rgb[i] = (unsigned char)(i * 7 % 251);
+    memset(padded, 255, sizeof padded); /* padding that must not be read as pixels */
+    for (i = 0; i < 8; ++i) memcpy(padded + i * (8 * 3 + 5), rgb + i * 8 * 3, 8 * 3);
+    CHECK_STATUS(dermal_model_predict_rgb(model, rgb, 8, 8, 8 * 3, NULL, &result), DERMAL_OK);
     CHECK_STATUS(dermal_result_top_count(result, &count), DERMAL_OK);
     CHECK(count == 3);
+    CHECK_STATUS(dermal_model_predict_rgb(model, padded, 8, 8, 8 * 3 + 5, NULL, &from_padded), DERMAL_OK);
+    CHECK_STATUS(dermal_result_probabilities(result, &probabilities, &count), DERMAL_OK);
+    CHECK_STATUS(dermal_result_probabilities(from_padded, &padded_probabilities, &padded_count), DERMAL_OK);
+    CHECK(count == padded_count && memcmp(probabilities, padded_probabilities, count * sizeof(float)) == 0);
+    dermal_result_free(from_padded);
     dermal_result_free(result);
-    CHECK_STATUS(dermal_model_predict_rgb(model, rgb, 0, 8, NULL, &result), DERMAL_INVALID_ARGUMENT);
+    CHECK_STATUS(dermal_model_predict_rgb(model, rgb, 0, 8, 8 * 3, NULL, &result), DERMAL_INVALID_ARGUMENT);
     CHECK(result == NULL);
-    CHECK_STATUS(dermal_model_predict_rgb(model, NULL, 8, 8, NULL, &result), DERMAL_INVALID_ARGUMENT);
+    CHECK_STATUS(dermal_model_predict_rgb(model, NULL, 8, 8, 8 * 3, NULL, &result), DERMAL_INVALID_ARGUMENT);
+    CHECK_STATUS(dermal_model_predict_rgb(model, rgb, 8, 8, 8 * 3 - 1, NULL, &result), DERMAL_INVALID_ARGUMENT);
+    CHECK(strstr(dermal_last_error(), "row_stride") != NULL);
   }
 
   /* Unload twice, then a prediction loads the model again. */
@@ -191,9 +212,9 @@ static void test_bad_arguments(dermal_model* model, const unsigned char* photo, 
 
   /* Option values: names refused by the setters, numbers by the prediction. */
   CHECK_STATUS(dermal_predict_options_create(&options), DERMAL_OK);
-  CHECK_STATUS(dermal_predict_options_set_cam(options, "gradcam+++"), DERMAL_INVALID_ARGUMENT);
+  CHECK_STATUS(dermal_predict_options_set_cam_method(options, "gradcam+++"), DERMAL_INVALID_ARGUMENT);
   CHECK(strstr(dermal_last_error(), "gradcam+++") != NULL);
-  CHECK_STATUS(dermal_predict_options_set_cam(options, NULL), DERMAL_INVALID_ARGUMENT);
+  CHECK_STATUS(dermal_predict_options_set_cam_method(options, NULL), DERMAL_INVALID_ARGUMENT);
   CHECK_STATUS(dermal_predict_options_set_colormap(options, "rainbow"), DERMAL_INVALID_ARGUMENT);
   CHECK_STATUS(dermal_predict_options_set_overlay_format(options, "gif"), DERMAL_INVALID_ARGUMENT);
   CHECK_STATUS(dermal_predict_options_set_overlay_alpha(options, 1.5f), DERMAL_OK);
@@ -203,7 +224,7 @@ static void test_bad_arguments(dermal_model* model, const unsigned char* photo, 
   CHECK_STATUS(dermal_predict_options_set_top_k(options, 0), DERMAL_OK);
   CHECK_STATUS(dermal_model_predict(model, photo, photo_size, options, &result), DERMAL_INVALID_ARGUMENT);
   CHECK_STATUS(dermal_predict_options_set_top_k(options, 3), DERMAL_OK);
-  CHECK_STATUS(dermal_predict_options_set_gradcam(options, 1), DERMAL_OK);
+  CHECK_STATUS(dermal_predict_options_set_explain(options, 1), DERMAL_OK);
   CHECK_STATUS(dermal_predict_options_set_cam_class(options, "no-such-class"), DERMAL_OK);
   CHECK_STATUS(dermal_model_predict(model, photo, photo_size, options, &result), DERMAL_UNKNOWN_CLASS);
   CHECK(strstr(dermal_last_error(), "no-such-class") != NULL);
@@ -224,38 +245,46 @@ static void test_loading(const char* models) {
   int loaded = 1;
 
   snprintf(path, sizeof path, "%s/missing.pt", models);
-  CHECK_STATUS(dermal_model_load(path, NULL, &model), DERMAL_IO);
+  CHECK_STATUS(dermal_model_open(path, NULL, &model), DERMAL_IO);
   CHECK(model == NULL);
   CHECK(strstr(dermal_last_error(), "missing.pt") != NULL);
   snprintf(path, sizeof path, "%s/not_a_model.pt", models);
-  CHECK_STATUS(dermal_model_load(path, NULL, &model), DERMAL_INVALID_MODEL);
-  CHECK_STATUS(dermal_model_load(NULL, NULL, &model), DERMAL_INVALID_ARGUMENT);
+  CHECK_STATUS(dermal_model_open(path, NULL, &model), DERMAL_INVALID_MODEL);
+  CHECK_STATUS(dermal_model_open(NULL, NULL, &model), DERMAL_INVALID_ARGUMENT);
 
   snprintf(path, sizeof path, "%s/tiny.pt", models);
-  CHECK_STATUS(dermal_model_load(path, NULL, NULL), DERMAL_INVALID_ARGUMENT);
+  CHECK_STATUS(dermal_model_open(path, NULL, NULL), DERMAL_INVALID_ARGUMENT);
   CHECK_STATUS(dermal_load_options_create(&options), DERMAL_OK);
   CHECK_STATUS(dermal_load_options_set_threads(options, 0), DERMAL_OK);
-  CHECK_STATUS(dermal_model_load(path, options, &model), DERMAL_INVALID_ARGUMENT);
+  CHECK_STATUS(dermal_model_open(path, options, &model), DERMAL_INVALID_ARGUMENT);
   CHECK_STATUS(dermal_load_options_set_threads(options, 1), DERMAL_OK);
+  CHECK_STATUS(dermal_load_options_set_max_concurrent(options, 0), DERMAL_OK);
+  CHECK_STATUS(dermal_model_open(path, options, &model), DERMAL_INVALID_ARGUMENT);
+  CHECK(strstr(dermal_last_error(), "max_concurrent") != NULL);
+  CHECK_STATUS(dermal_load_options_set_max_concurrent(options, 2), DERMAL_OK);
+  CHECK_STATUS(dermal_load_options_set_queue_timeout_ms(options, -1), DERMAL_OK);
+  CHECK_STATUS(dermal_model_open(path, options, &model), DERMAL_INVALID_ARGUMENT);
+  CHECK(strstr(dermal_last_error(), "queue_timeout_ms") != NULL);
+  CHECK_STATUS(dermal_load_options_set_queue_timeout_ms(options, 1000), DERMAL_OK);
   CHECK_STATUS(dermal_load_options_set_cam_layer(options, "features.9"), DERMAL_OK);
-  CHECK_STATUS(dermal_model_load(path, options, &model), DERMAL_UNKNOWN_LAYER);
+  CHECK_STATUS(dermal_model_open(path, options, &model), DERMAL_UNKNOWN_LAYER);
   CHECK_STATUS(dermal_load_options_set_cam_layer(options, NULL), DERMAL_OK);
 
-  /* Lazy, Grad-CAM off, at most 16 pixels. */
+  /* Lazy, explain off, at most 16 pixels. */
   CHECK_STATUS(dermal_load_options_set_preload(options, 0), DERMAL_OK);
-  CHECK_STATUS(dermal_load_options_set_gradcam(options, 0), DERMAL_OK);
+  CHECK_STATUS(dermal_load_options_set_explain(options, 0), DERMAL_OK);
   CHECK_STATUS(dermal_load_options_set_max_pixels(options, 16), DERMAL_OK);
-  CHECK_STATUS(dermal_model_load(path, options, &model), DERMAL_OK);
+  CHECK_STATUS(dermal_model_open(path, options, &model), DERMAL_OK);
   dermal_load_options_free(options);
   CHECK_STATUS(dermal_model_is_loaded(model, &loaded), DERMAL_OK);
   CHECK(loaded == 0);
-  CHECK_STATUS(dermal_model_predict_rgb(model, rgb, 5, 4, NULL, &result), DERMAL_IMAGE_TOO_LARGE);
+  CHECK_STATUS(dermal_model_predict_rgb(model, rgb, 5, 4, 5 * 3, NULL, &result), DERMAL_IMAGE_TOO_LARGE);
   CHECK_STATUS(dermal_predict_options_create(&predict_options), DERMAL_OK);
-  CHECK_STATUS(dermal_predict_options_set_gradcam(predict_options, 1), DERMAL_OK);
-  CHECK_STATUS(dermal_model_predict_rgb(model, rgb, 4, 4, predict_options, &result), DERMAL_GRADCAM_DISABLED);
+  CHECK_STATUS(dermal_predict_options_set_explain(predict_options, 1), DERMAL_OK);
+  CHECK_STATUS(dermal_model_predict_rgb(model, rgb, 4, 4, 4 * 3, predict_options, &result), DERMAL_EXPLAIN_DISABLED);
   dermal_predict_options_free(predict_options);
-  CHECK_STATUS(dermal_model_predict_rgb(model, rgb, 4, 4, NULL, &result), DERMAL_OK);
-  CHECK_STATUS(dermal_model_ensure_loaded(model), DERMAL_OK);
+  CHECK_STATUS(dermal_model_predict_rgb(model, rgb, 4, 4, 4 * 3, NULL, &result), DERMAL_OK);
+  CHECK_STATUS(dermal_model_load(model), DERMAL_OK);
   dermal_result_free(result);
   dermal_model_free(model);
 }
@@ -278,7 +307,7 @@ int main(int argc, char** argv) {
 
   test_library_queries();
   snprintf(path, sizeof path, "%s/tiny.pt", argv[1]);
-  CHECK_STATUS(dermal_model_load(path, NULL, &model), DERMAL_OK);
+  CHECK_STATUS(dermal_model_open(path, NULL, &model), DERMAL_OK);
   if (model != NULL) {
     test_prediction(model, photo, photo_size);
     test_bad_arguments(model, photo, photo_size);

@@ -50,14 +50,15 @@ TEST_CASE("the demo model: top-1 accuracy and the Grad-CAM pointing game on held
   REQUIRE(samples.size() >= 200);
   dermal::Model model(DERMAL_DEMO_MODEL);
   dermal::PredictOptions options;
-  options.gradcam = true;
-  options.render_overlay = false;
+  options.explain = true;
+  options.overlay = false;
+  options.full_heatmap = true;
   int correct = 0, hits = 0;
   for (const Sample& sample : samples) {
     const std::vector<std::uint8_t> photo = read_bytes(kHeldOut + "/" + sample.photo);
     const dermal::Prediction prediction = model.predict(photo.data(), photo.size(), options);
     correct += prediction.top.at(0).label == sample.label;
-    const dermal::Heatmap& map = prediction.cams.at(0).full;
+    const dermal::Heatmap& map = prediction.explanations.at(0).full_heatmap;
     const auto peak = std::max_element(map.values.begin(), map.values.end()) - map.values.begin();
     const std::vector<std::uint8_t> mask_bytes = read_bytes(kHeldOut + "/" + sample.mask);
     const dermal::Image mask = dermal::decode_image(mask_bytes.data(), mask_bytes.size());

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <dirent.h>
 #include <fstream>
@@ -50,28 +51,69 @@ ErrorCode load_error(const std::string& path, std::string* message, dermal::Load
 
 dermal::PredictOptions with_gradcam() {
   dermal::PredictOptions options;
-  options.gradcam = true;
-  options.render_overlay = false;
+  options.explain = true;
+  options.overlay = false;
+  options.full_heatmap = true;
   return options;
 }
 
 }  // namespace
 
-TEST_CASE("without the map at the photo's size the overlay is the same", "[model]") {
+// The map at CAM resolution stretched as torch's bilinear interpolate
+// (align_corners=False) to width x height, then min-max normalised: worked
+// out here independently of the library's row-by-row implementation.
+std::vector<float> stretched_and_normalised(const dermal::Heatmap& map, int width, int height) {
+  const auto tap = [](int out, int in_size, int out_size, int& first, int& second, float& weight) {
+    const float source = std::max((out + 0.5f) * in_size / out_size - 0.5f, 0.0f);
+    first = std::min(static_cast<int>(source), in_size - 1);
+    second = std::min(first + 1, in_size - 1);
+    weight = source - first;
+  };
+  std::vector<float> out(static_cast<std::size_t>(width) * height);
+  for (int y = 0; y < height; ++y)
+    for (int x = 0; x < width; ++x) {
+      int x0, x1, y0, y1;
+      float wx, wy;
+      tap(x, map.width, width, x0, x1, wx);
+      tap(y, map.height, height, y0, y1, wy);
+      const auto at = [&](int r, int c) { return map.values[static_cast<std::size_t>(r) * map.width + c]; };
+      const float top = (1 - wx) * at(y0, x0) + wx * at(y0, x1);
+      const float bottom = (1 - wx) * at(y1, x0) + wx * at(y1, x1);
+      out[static_cast<std::size_t>(y) * width + x] = (1 - wy) * top + wy * bottom;
+    }
+  const auto [low, high] = std::minmax_element(out.begin(), out.end());
+  const float lo = *low, range = *high - *low;
+  for (float& v : out) v = (v - lo) / range;
+  return out;
+}
+
+TEST_CASE("the map at the photo's size spans [0, 1] and is what the overlay shows", "[model]") {
   dermal::Model model(kModels + "/tiny.pt");
   const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
   dermal::PredictOptions options;
-  options.gradcam = true;
-  const dermal::Prediction with_map = model.predict(photo.data(), photo.size(), options);
+  options.full_heatmap = true;
+  options.overlay_format = dermal::ImageFormat::png;  // lossless, to compare pixels
+  const dermal::Prediction prediction = model.predict(photo.data(), photo.size(), options);
+  REQUIRE(prediction.explanations.size() == 1);
+  const dermal::Explanation& explanation = prediction.explanations[0];
+  REQUIRE_FALSE(explanation.flat);
+  const dermal::Heatmap& full = explanation.full_heatmap;
+  REQUIRE(full.width == 40);
+  REQUIRE(full.height == 32);
+  CHECK(*std::min_element(full.values.begin(), full.values.end()) == 0.0f);
+  CHECK(*std::max_element(full.values.begin(), full.values.end()) == 1.0f);
+  const std::vector<float> expected = stretched_and_normalised(explanation.heatmap, full.width, full.height);
+  for (std::size_t i = 0; i < expected.size(); ++i) CHECK(full.values[i] == Approx(expected[i]).margin(1e-5));
+  // The overlay colours this same map: equal to rendering it by hand.
+  const dermal::Image decoded_photo = dermal::decode_image(photo.data(), photo.size());
+  const dermal::Image by_hand = dermal::render_overlay(decoded_photo, full, options.colormap, options.overlay_alpha);
+  const dermal::Image overlay = dermal::decode_image(explanation.overlay.data(), explanation.overlay.size());
+  CHECK(overlay.rgb == by_hand.rgb);
+  // Without the full map, the overlay is unchanged and no map is returned.
   options.full_heatmap = false;
-  const dermal::Prediction without_map = model.predict(photo.data(), photo.size(), options);
-  REQUIRE(with_map.cams.size() == 1);
-  REQUIRE(without_map.cams.size() == 1);
-  CHECK(with_map.cams[0].full.values.size() > 0);
-  CHECK(without_map.cams[0].full.values.empty());
-  CHECK(without_map.cams[0].raw.values == with_map.cams[0].raw.values);
-  CHECK(without_map.cams[0].overlay.size() > 0);
-  CHECK(without_map.cams[0].overlay == with_map.cams[0].overlay);
+  const dermal::Prediction without = model.predict(photo.data(), photo.size(), options);
+  CHECK(without.explanations.at(0).full_heatmap.values.empty());
+  CHECK(without.explanations.at(0).overlay == explanation.overlay);
 }
 
 TEST_CASE("probabilities equal Python torch's for the same input tensor", "[model]") {
@@ -89,7 +131,7 @@ TEST_CASE("probabilities equal Python torch's for the same input tensor", "[mode
   for (std::size_t i = 1; i < prediction.top.size(); ++i)
     CHECK(prediction.top[i - 1].probability >= prediction.top[i].probability);
   CHECK(model.description().labels[expected.top] == prediction.top[0].label);
-  CHECK(prediction.cams.size() == 1);  // Grad-CAM is on unless the call or the load options say otherwise
+  CHECK(prediction.explanations.size() == 1);  // explain is on unless the call or the load options say otherwise
 }
 
 TEST_CASE("Grad-CAM of a pool-then-linear head equals ReLU(sum_k w_ck A^k)", "[model][gradcam]") {
@@ -97,15 +139,15 @@ TEST_CASE("Grad-CAM of a pool-then-linear head equals ReLU(sum_k w_ck A^k)", "[m
   dermal::Model model(kModels + "/tiny.pt");
   const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
   const dermal::Prediction prediction = model.predict(photo.data(), photo.size(), with_gradcam());
-  REQUIRE(prediction.cams.size() == 1);
-  const dermal::Explanation& cam = prediction.cams[0];
+  REQUIRE(prediction.explanations.size() == 1);
+  const dermal::Explanation& cam = prediction.explanations[0];
   CHECK(cam.class_index == expected.top);
   CHECK_FALSE(cam.flat);
-  REQUIRE(cam.raw.width == expected.cam_width);
-  REQUIRE(cam.raw.height == expected.cam_height);
-  for (std::size_t i = 0; i < expected.cam.size(); ++i) CHECK(cam.raw.values[i] == Approx(expected.cam[i]).margin(1e-4));
-  CHECK(cam.full.width == 40);
-  CHECK(cam.full.height == 32);
+  REQUIRE(cam.heatmap.width == expected.cam_width);
+  REQUIRE(cam.heatmap.height == expected.cam_height);
+  for (std::size_t i = 0; i < expected.cam.size(); ++i) CHECK(cam.heatmap.values[i] == Approx(expected.cam[i]).margin(1e-4));
+  CHECK(cam.full_heatmap.width == 40);
+  CHECK(cam.full_heatmap.height == 32);
 }
 
 TEST_CASE("every CAM variant equals its published formula applied in Python torch", "[model][gradcam]") {
@@ -123,11 +165,11 @@ TEST_CASE("every CAM variant equals its published formula applied in Python torc
     for (float v; fields >> v;) expected.push_back(v);
     INFO(method);
     dermal::PredictOptions options = with_gradcam();
-    options.cam = dermal::parse_cam_method(method);
-    const dermal::Explanation cam = model.predict(photo.data(), photo.size(), options).cams.at(0);
+    options.cam_method = dermal::parse_cam_method(method);
+    const dermal::Explanation cam = model.predict(photo.data(), photo.size(), options).explanations.at(0);
     CHECK(cam.flat == (flat == 1));
-    REQUIRE(cam.raw.values.size() == expected.size());
-    for (std::size_t i = 0; i < expected.size(); ++i) CHECK(cam.raw.values[i] == Approx(expected[i]).margin(1e-4));
+    REQUIRE(cam.heatmap.values.size() == expected.size());
+    for (std::size_t i = 0; i < expected.size(); ++i) CHECK(cam.heatmap.values[i] == Approx(expected[i]).margin(1e-4));
     ++methods;
   }
   CHECK(methods == 6);
@@ -139,8 +181,8 @@ TEST_CASE("the CAM layer sets the map's resolution; unknown layers are refused",
   options.cam_layer = "features.0";  // before the stride-2 stage: full 40x32
   dermal::Model early(kModels + "/tiny.pt", options);
   const dermal::Prediction prediction = early.predict(photo.data(), photo.size(), with_gradcam());
-  CHECK(prediction.cams.at(0).raw.width == 40);
-  CHECK(prediction.cams.at(0).raw.height == 32);
+  CHECK(prediction.explanations.at(0).heatmap.width == 40);
+  CHECK(prediction.explanations.at(0).heatmap.height == 32);
   CHECK(early.cam_layer() == "features.0");
 
   std::string message;
@@ -224,15 +266,15 @@ TEST_CASE("unload frees the network and the next call loads it again", "[model]"
 
 TEST_CASE("Grad-CAM switched off at load refuses heatmap requests", "[model][gradcam]") {
   dermal::LoadOptions options;
-  options.gradcam = false;
+  options.explain = false;
   dermal::Model model(kModels + "/tiny.pt", options);
   const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
-  CHECK(model.predict(photo.data(), photo.size()).cams.empty());
+  CHECK(model.predict(photo.data(), photo.size()).explanations.empty());
   try {
     model.predict(photo.data(), photo.size(), with_gradcam());
     FAIL("a heatmap was made");
   } catch (const dermal::Error& e) {
-    CHECK(e.code() == ErrorCode::gradcam_disabled);
+    CHECK(e.code() == ErrorCode::explain_disabled);
   }
 }
 
@@ -253,8 +295,8 @@ TEST_CASE("predict checks its options", "[model][errors]") {
   }
   options.cam_class = "vasc";
   const dermal::Prediction prediction = model.predict(photo.data(), photo.size(), options);
-  CHECK(prediction.cams.at(0).label == "vasc");
-  CHECK(prediction.cams.at(0).class_index == 4);
+  CHECK(prediction.explanations.at(0).label == "vasc");
+  CHECK(prediction.explanations.at(0).class_index == 4);
   CHECK_THROWS_WITH(dermal::Model(kModels + "/tiny.pt", dermal::LoadOptions{true, 0}), Catch::Contains("threads"));
 }
 

@@ -1,6 +1,7 @@
 // Colormaps, overlay blending, encoding and heatmap resizing (src/heatmap/render).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdlib>
@@ -286,22 +287,29 @@ TEST_CASE("resize_heatmap matches values worked out by hand", "[render]") {
   for (const float value : constant.values) CHECK(value == Approx(0.4f).margin(1e-6));
 }
 
-TEST_CASE("place_heatmap puts the resized map on its placement, zero elsewhere", "[render]") {
-  const Heatmap map = ramp_heatmap(5, 4);
+TEST_CASE("a placed heatmap is the resized map on its placement, renormalised to [0, 1], zero elsewhere", "[render]") {
+  Heatmap map = ramp_heatmap(5, 4);
+  for (float& v : map.values) v = 0.2f + 0.5f * v;  // stretched, its range is not [0, 1]
   const dermal::Placement placement{3, 2, 11, 7};
   const Heatmap resized = dermal::resize_heatmap(map, placement.width, placement.height);
-  const Heatmap placed = dermal::place_heatmap(map, placement, 17, 12);
+  const auto [low, high] = std::minmax_element(resized.values.begin(), resized.values.end());
+  REQUIRE(*low > 0.0f);
+  const Heatmap placed = dermal::PlacedHeatmap(map, placement, 17, 12).full();
   REQUIRE(placed.width == 17);
   REQUIRE(placed.height == 12);
   for (int y = 0; y < 12; ++y)
     for (int x = 0; x < 17; ++x) {
       const bool inside = x >= 3 && x < 14 && y >= 2 && y < 9;
       INFO("x " << x << ", y " << y);
-      CHECK(placed.values[y * 17 + x] == (inside ? resized.values[(y - 2) * 11 + (x - 3)] : 0.0f));
+      const float expected = inside ? (resized.values[(y - 2) * 11 + (x - 3)] - *low) / (*high - *low) : 0.0f;
+      CHECK(placed.values[y * 17 + x] == Approx(expected).margin(1e-6));
     }
+  CHECK(*std::max_element(placed.values.begin(), placed.values.end()) == 1.0f);
   for (const dermal::Placement outside : {dermal::Placement{7, 2, 11, 7}, dermal::Placement{3, 6, 11, 7},
                                           dermal::Placement{-1, 0, 4, 4}, dermal::Placement{0, 0, 0, 4}})
-    CHECK(error_code_of([&] { dermal::place_heatmap(map, outside, 17, 12); }) == ErrorCode::invalid_argument);
+    CHECK(error_code_of([&] { dermal::PlacedHeatmap(map, outside, 17, 12); }) == ErrorCode::invalid_argument);
+  const Heatmap constant = dermal::PlacedHeatmap(Heatmap{2, 2, std::vector<float>(4, 0.5f)}, placement, 17, 12).full();
+  CHECK(*std::max_element(constant.values.begin(), constant.values.end()) == 0.0f);  // no contrast: all zeros
 }
 
 TEST_CASE("an overlay made from the placed map row by row equals the one from the whole map", "[render]") {
@@ -309,9 +317,9 @@ TEST_CASE("an overlay made from the placed map row by row equals the one from th
   Heatmap map = ramp_heatmap(5, 4);
   map.values[6] = std::numeric_limits<float>::quiet_NaN();  // counts as 0, and only where it falls
   for (const dermal::Placement placement : {dermal::Placement{3, 2, 11, 7}, dermal::Placement{0, 0, 17, 12}}) {
-    const Image whole =
-        dermal::render_overlay(photo, dermal::place_heatmap(map, placement, 17, 12), Colormap::viridis, 0.6f);
-    CHECK(dermal::render_placed_overlay(photo, map, placement, Colormap::viridis, 0.6f).rgb == whole.rgb);
+    const dermal::PlacedHeatmap placed(map, placement, 17, 12);
+    const Image whole = dermal::render_overlay(photo, placed.full(), Colormap::viridis, 0.6f);
+    CHECK(dermal::render_overlay(photo, placed, Colormap::viridis, 0.6f).rgb == whole.rgb);
   }
 }
 

@@ -103,11 +103,10 @@ void show_progress(std::size_t done, std::size_t total, const std::string& name)
 // Classifies one photo and writes its overlay; returns its CSV row after the file name.
 std::string classify(dermal::Model& model, const fs::path& photo, const fs::path& out) {
   dermal::PredictOptions options;
-  options.gradcam = true;
-  options.full_heatmap = false;  // only the overlay is written
+  options.explain = true;
   const std::vector<std::uint8_t> bytes = read_file(photo);
   const dermal::Prediction prediction = model.predict(bytes.data(), bytes.size(), options);
-  write_file(out / (photo.stem().string() + "-gradcam.jpg"), prediction.cams.at(0).overlay);
+  write_file(out / (photo.stem().string() + "-gradcam.jpg"), prediction.explanations.at(0).overlay);
   std::string top3;
   for (const dermal::ClassScore& score : prediction.top)
     top3 += (top3.empty() ? "" : ";") + score.label + ":" + probability_text(score.probability);

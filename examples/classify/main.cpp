@@ -26,7 +26,7 @@ options:
   --threads N       intra-op threads (default 1)
   --json            print JSON instead of text
   --heatmap PATH    write a Grad-CAM overlay (.jpg or .png); one image only
-  --cam METHOD      gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam
+  --cam-method M    gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam
   --class LABEL     explain this class instead of the top one
   --layer NAME      CAM layer (default: the model's own)
   --colormap NAME   jet or viridis (default jet)
@@ -41,7 +41,7 @@ struct Arguments {
   bool json = false;
   bool stats = false;
   std::string heatmap;
-  std::string cam = "gradcam";
+  std::string cam_method = "gradcam";
   std::string cam_class;
   std::string layer;
   std::string colormap = "jet";
@@ -79,7 +79,7 @@ Arguments parse_arguments(int argc, char** argv) {
     else if (flag == "--json") args.json = true;
     else if (flag == "--stats") args.stats = true;
     else if (flag == "--heatmap") args.heatmap = value();
-    else if (flag == "--cam") args.cam = value();
+    else if (flag == "--cam-method") args.cam_method = value();
     else if (flag == "--class") args.cam_class = value();
     else if (flag == "--layer") args.layer = value();
     else if (flag == "--colormap") args.colormap = value();
@@ -116,14 +116,14 @@ int run(const Arguments& args) {
   dermal::LoadOptions load_options;
   load_options.threads = args.threads;
   load_options.cam_layer = args.layer;
-  load_options.gradcam = heatmap;
+  load_options.explain = heatmap;
+  load_options.tune_allocator = true;  // this program owns its process: the lower load peak (README)
   dermal::PredictOptions options;
   options.top_k = args.top_k;
-  options.cam = dermal::parse_cam_method(args.cam);
+  options.cam_method = dermal::parse_cam_method(args.cam_method);
   options.colormap = dermal::parse_colormap(args.colormap);
   if (!args.cam_class.empty()) options.cam_class = args.cam_class;
   options.overlay_format = ends_with(args.heatmap, ".png") ? dermal::ImageFormat::png : dermal::ImageFormat::jpeg;
-  options.full_heatmap = false;  // only the overlay is written
 
   const auto load_start = std::chrono::steady_clock::now();
   dermal::Model model(args.model, load_options);
@@ -142,9 +142,9 @@ int run(const Arguments& args) {
       for (const dermal::ClassScore& score : prediction.top)
         entry["top"].push_back({{"label", score.label}, {"index", score.index}, {"probability", score.probability}});
       if (heatmap) {
-        const dermal::Explanation& cam = prediction.cams.front();
+        const dermal::Explanation& cam = prediction.explanations.front();
         write_file(args.heatmap, cam.overlay);
-        entry["heatmap"] = {{"path", args.heatmap}, {"label", cam.label}, {"method", dermal::cam_method_name(cam.method)},
+        entry["heatmap"] = {{"path", args.heatmap}, {"label", cam.label}, {"cam_method", dermal::cam_method_name(cam.cam_method)},
                             {"flat", cam.flat}};
       }
     } catch (const dermal::Error& e) {
@@ -161,7 +161,7 @@ int run(const Arguments& args) {
       for (const auto& score : entry["top"])
         std::printf("  %-12s %6.2f%%\n", score["label"].get<std::string>().c_str(),
                     100.0 * score["probability"].get<double>());
-      if (heatmap) std::printf("  heatmap (%s, %s): %s\n", entry["heatmap"]["method"].get<std::string>().c_str(),
+      if (heatmap) std::printf("  heatmap (%s, %s): %s\n", entry["heatmap"]["cam_method"].get<std::string>().c_str(),
                                entry["heatmap"]["label"].get<std::string>().c_str(), args.heatmap.c_str());
     }
     results.push_back(entry);

@@ -112,6 +112,9 @@ void check_placement(const Placement& p, int width, int height) {
 // (1 - weight) * a + weight * b; exactly a when weight is 0, even if b is not finite.
 float blend(float a, float b, float weight) { return weight == 0.0f ? a : (1.0f - weight) * a + weight * b; }
 
+// ReLU that also maps NaN to 0.
+float positive(float v) { return v > 0.0f ? v : 0.0f; }
+
 void check_same_size(const Image& photo, int width, int height) {
   if (width != photo.width || height != photo.height)
     throw Error(ErrorCode::invalid_argument,
@@ -216,7 +219,7 @@ PlacedHeatmap::PlacedHeatmap(const Heatmap& map, const Placement& placement, int
     const float* upper = across_.data() + static_cast<std::size_t>(tap.first) * placement.width;
     const float* lower = across_.data() + static_cast<std::size_t>(tap.second) * placement.width;
     for (int x = 0; x < placement.width; ++x) {
-      const float v = std::max(blend(upper[x], lower[x], tap.weight), 0.0f);
+      const float v = positive(blend(upper[x], lower[x], tap.weight));
       low = std::min(low, v);
       high = std::max(high, v);
     }
@@ -235,7 +238,7 @@ void PlacedHeatmap::row(int y, float* out) const {
   const float* lower = across_.data() + static_cast<std::size_t>(tap.second) * placement_.width;
   float* target = out + placement_.left;
   for (int x = 0; x < placement_.width; ++x)
-    target[x] = std::min((std::max(blend(upper[x], lower[x], tap.weight), 0.0f) - offset_) * gain_, 1.0f);
+    target[x] = std::min((positive(blend(upper[x], lower[x], tap.weight)) - offset_) * gain_, 1.0f);
 }
 
 Heatmap PlacedHeatmap::full() const {

@@ -33,6 +33,7 @@ void InferenceThreads::start_if_needed() {
   threads_ = new std::vector<std::thread>();
   owner_ = self;
   queue_.clear();
+  idle_ = 0;
   for (int i = 0; i < count_; ++i) threads_->emplace_back([this] { serve(); });
 }
 
@@ -43,8 +44,10 @@ void InferenceThreads::run(const std::function<void()>& work) {
   start_if_needed();
   queue_.push_back(&request);
   queued_.notify_one();
+  // An idle thread for every request up to this one: it is as good as taken.
+  const bool has_a_thread = idle_ >= queue_.size();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(queue_timeout_ms_);
-  if (!changed_.wait_until(lock, deadline, [&] { return request.taken; })) {
+  if (!has_a_thread && !changed_.wait_until(lock, deadline, [&] { return request.taken; })) {
     queue_.erase(std::find(queue_.begin(), queue_.end(), &request));
     throw Error(ErrorCode::busy, fmt::format("no inference thread took the request within {} ms ({} thread{})",
                                              queue_timeout_ms_, count_, count_ == 1 ? "" : "s"));
@@ -56,7 +59,9 @@ void InferenceThreads::run(const std::function<void()>& work) {
 void InferenceThreads::serve() {
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
+    ++idle_;
     queued_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    --idle_;
     if (queue_.empty()) return;  // stopping, nothing left
     Request* request = queue_.front();
     queue_.pop_front();

@@ -55,6 +55,7 @@ class InferenceThreads {
   std::deque<Request*> queue_;
   std::vector<std::thread>* threads_ = nullptr;  // of process owner_; never destroyed in another process
   pid_t owner_ = 0;
+  std::size_t idle_ = 0;  // threads waiting for a request
   bool stopping_ = false;
 };
 
