@@ -22,7 +22,8 @@ def main():
     jpeg = open(args.photo, "rb").read()
 
     started = time.perf_counter()
-    model = dermal.Model(args.model, threads=args.threads, explain=True)
+    # tune_allocator: the configuration the README's figures describe (as dermal_stages.cpp).
+    model = dermal.Model(args.model, threads=args.threads, explain=True, tune_allocator=True)
     load_ms = (time.perf_counter() - started) * 1e3
     load_peak = common.memory()[1]
 
