@@ -4,10 +4,10 @@
 
 Memory, measured with the reference EfficientNetV2-S (78 MB of weights) and
 Grad-CAM on (see loadtest.py): the worker holds LibTorch, the weights and the
-activations of DERMAL_MAX_CONCURRENT inferences, ~320 MB after start and
-~340 MB while serving 2-3 MP photos; its peak, ~435 MB, is reached while the
-model is optimised at load. There is room for exactly one worker; requests
-share it through threads.
+activations of DERMAL_MAX_CONCURRENT inferences: with dermal 0.2.0,
+~360 MB after start and 370-395 MB while serving 2-3 MP photos, peak 395-400
+MB (two load tests). There is room for exactly one worker; requests share it
+through threads.
 Every value below can be overridden by GUNICORN_* variables named alongside.
 """
 import os
