@@ -38,7 +38,7 @@ max_requests = 0
 
 # A worker silent for this long is killed and restarted; loading the model
 # (under a second) and one inference (a few seconds on a slow shared CPU,
-# plus waiting in the queue for DERMAL_QUEUE_TIMEOUT) fit well inside it.
+# plus waiting in the queue for DERMAL_QUEUE_TIMEOUT_MS) fit well inside it.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = 30
 keepalive = 5
