@@ -4,10 +4,10 @@
 
 Memory, measured with the reference EfficientNetV2-S (78 MB of weights) and
 Grad-CAM on (see loadtest.py): the worker holds LibTorch, the weights and the
-activations of DERMAL_MAX_CONCURRENT inferences, ~320 MB after start and
-~340 MB while serving 2-3 MP photos; its peak, ~435 MB, is reached while the
-model is optimised at load. There is room for exactly one worker; requests
-share it through threads.
+activations of DERMAL_MAX_CONCURRENT inferences: with dermal 0.2.0,
+~360 MB after start and 370-395 MB while serving 2-3 MP photos, peak 395-400
+MB (two load tests). There is room for exactly one worker; requests share it
+through threads.
 Every value below can be overridden by GUNICORN_* variables named alongside.
 """
 import os
@@ -18,9 +18,10 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # One process: a second would load the weights and LibTorch a second time.
 workers = 1
 # Threads accept requests while an inference runs (health checks, uploads,
-# queueing). The inferences themselves run on DERMAL_MAX_CONCURRENT (default
-# 1) dedicated threads, so activation and per-thread LibTorch memory stay
-# those of one inference however many request threads there are.
+# queueing). The inferences themselves run on the model's own
+# DERMAL_MAX_CONCURRENT (default 1) inference threads, so activation and
+# per-thread LibTorch memory stay those of one inference however many
+# request threads there are.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 
@@ -37,7 +38,7 @@ max_requests = 0
 
 # A worker silent for this long is killed and restarted; loading the model
 # (under a second) and one inference (a few seconds on a slow shared CPU,
-# plus waiting in the queue for DERMAL_QUEUE_TIMEOUT) fit well inside it.
+# plus waiting in the queue for DERMAL_QUEUE_TIMEOUT_MS) fit well inside it.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = 30
 keepalive = 5
@@ -56,9 +57,12 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 
 
 def post_fork(server, worker):
-    """Limits glibc to two malloc arenas in the worker, not one per request
-    thread: each arena keeps freed memory of its own (up to the 32 MiB trim
-    threshold dermal sets when it loads a model)."""
+    """Limits glibc to two malloc arenas in the worker, not one per thread
+    (request threads and the model's inference threads): each arena keeps
+    freed memory of its own, up to the trim threshold (32 MiB with
+    DERMAL_TUNE_ALLOCATOR). Still worth it with the library's own inference
+    threads: loadtest.py, two runs each, worker peak 395 and 400 MB with it,
+    409 and 408 MB without."""
     import ctypes
 
     M_ARENA_MAX = -8

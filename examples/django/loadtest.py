@@ -89,7 +89,7 @@ def predict(base, photo):
     try:
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
             answer = json.load(response)
-        ok = response.status == 200 and len(answer["top"]) == 3 and bool(answer["overlay"])
+        ok = response.status == 200 and len(answer["top"]) == 3 and bool(answer["explanation"] and answer["explanation"]["overlay"])
         return ok, time.monotonic() - started, "" if ok else f"{name}: incomplete answer"
     except urllib.error.HTTPError as error:
         return False, time.monotonic() - started, f"{name}: HTTP {error.code} {error.read()[:200]!r}"
@@ -155,7 +155,7 @@ def main():
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, DERMAL_LIBRARY=library, DERMAL_MODEL=MODEL, DERMAL_ENABLE_GRADCAM="1",
+    env = dict(os.environ, DERMAL_LIBRARY=library, DERMAL_MODEL=MODEL, DERMAL_EXPLAIN="1",
                DERMAL_PRELOAD="1", GUNICORN_BIND=f"127.0.0.1:{port}", DJANGO_SETTINGS_MODULE="dermal_site.settings",
                PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "capi", "python"), HERE]))
     log = tempfile.TemporaryFile()

@@ -1,16 +1,23 @@
 """The Python binding (capi/python) over libdermal_c.so from the build in
-$DERMAL_BUILD_DIR, on the tiny test model: results equal to the C++ CLI's,
-each failure as its exception class, threads, closing, torch in the same
-process, the ABI check and an offline pip install."""
+$DERMAL_BUILD_DIR, on the tiny test model: results equal to the C++ CLI's and
+to the PyTorch reference, every input kind, keyword-only options, each
+failure as its exception class, cached labels and options, threads, Busy,
+closing, torch in the same process, the ABI check and an offline pip install."""
+import gc
+import io
 import json
 import os
+import pathlib
 import random
+import re
 import shutil
 import subprocess
 import sys
 import threading
 
+import numpy
 import pytest
+from PIL import Image
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PACKAGE_DIR = os.path.join(ROOT, "capi", "python")
@@ -18,7 +25,8 @@ BUILD_DIR = os.environ.get("DERMAL_BUILD_DIR", "")
 LIBRARY = os.path.join(BUILD_DIR, "capi", "libdermal_c.so")
 MODELS = os.path.join(BUILD_DIR, "tests", "models")
 TINY = os.path.join(MODELS, "tiny.pt")
-PHOTO = os.path.join(MODELS, "tiny_input.png")
+PHOTO = os.path.join(MODELS, "tiny_input.png")  # 40 x 32, the tiny model's own input size
+LABELS = ("akiec", "bcc", "mel", "nv", "vasc")
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +57,22 @@ def model(dermal):
         yield shared
 
 
+class CallCounter:
+    """Wraps one function of the C library and counts its calls."""
+
+    def __init__(self, dermal, monkeypatch, name):
+        self.calls = 0
+        function = getattr(dermal.lib, name)
+
+        def counted(*arguments):
+            self.calls += 1
+            return function(*arguments)
+
+        monkeypatch.setattr(dermal.lib, name, counted)
+
+
 def random_photos(directory, count=3):
     """Noise photos of assorted sizes as PNG and JPEG files."""
-    from PIL import Image
     generator = random.Random(5)
     paths = []
     for i in range(count):
@@ -63,103 +84,257 @@ def random_photos(directory, count=3):
     return paths
 
 
+# ---- results -------------------------------------------------------------------------------
+
 def test_results_equal_the_cli(dermal, tmp_path):
     images = [PHOTO] + random_photos(str(tmp_path))
     cli = os.path.join(BUILD_DIR, "examples", "dermal-classify")
     output = subprocess.run([cli, "--json", "--top-k", "5", "--model", TINY] + images,
                             check=True, capture_output=True, text=True).stdout
     expected = {entry["image"]: entry["top"] for entry in json.loads(output)}
-    # The CLI loads without Grad-CAM when no heatmap is asked for: the same optimised network.
-    with dermal.Model(TINY, gradcam=False) as model:
+    # The CLI opens the model with explain off when no heatmap is asked for: the same optimised network.
+    with dermal.Model(TINY, explain=False) as model:
         for path in images:
-            with open(path, "rb") as file:
-                result = model.predict(file.read(), top_k=5)
+            result = model.predict(path, top_k=5)
             assert [score.label for score in result.top] == [score["label"] for score in expected[path]]
             for score, cli_score in zip(result.top, expected[path]):
                 assert score.index == cli_score["index"]
                 assert score.probability == pytest.approx(cli_score["probability"], abs=1e-6)
                 assert result.probabilities[score.label] == score.probability
-            assert result.heatmap is None and result.overlay is None and result.cam_label is None
+            assert result.explanations == []
 
 
-def test_prediction_with_gradcam(dermal, model, photo):
+def test_a_prediction_with_its_explanation(dermal, model, photo):
     result = model.predict(photo, top_k=2, overlay_format="png")
     assert len(result.top) == 2 and result.top[0].probability >= result.top[1].probability
-    assert set(result.probabilities) == set(model.labels) == {"akiec", "bcc", "mel", "nv", "vasc"}
+    assert model.labels == LABELS and list(result.probabilities) == list(LABELS)
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
-    assert result.cam_label == result.top[0].label and result.cam_method == "gradcam" and result.flat is False
-    assert result.heatmap.shape == (32, 40) and str(result.heatmap.dtype) == "float32"
-    assert 0 <= result.heatmap.min() and result.heatmap.max() <= 1
-    assert result.heatmap_raw.shape[1] < 40
-    assert result.overlay.startswith(b"\x89PNG")
-    assert model.predict(photo, cam="eigencam", cam_class="mel").cam_label == "mel"
-    assert model.predict(photo).overlay.startswith(b"\xff\xd8")
+    [explanation] = result.explanations
+    assert (explanation.label, explanation.index) == result.top[0][:2]
+    assert explanation.cam_method == "gradcam" and explanation.flat is False
+    assert explanation.heatmap.shape == (16, 20) and explanation.heatmap.dtype == numpy.float32
+    assert explanation.heatmap.flags.writeable and explanation.heatmap.flags.c_contiguous
+    assert explanation.full_heatmap is None  # off unless asked
+    assert explanation.overlay.startswith(b"\x89PNG")
+    assert Image.open(io.BytesIO(explanation.overlay)).size == (40, 32)
+    assert model.predict(photo).explanations[0].overlay.startswith(b"\xff\xd8")
 
 
-def test_without_the_full_heatmap_the_overlay_is_the_same(model, photo):
-    with_map, without_map = (model.predict(photo, full_heatmap=full) for full in (True, False))
-    assert with_map.heatmap.shape == (32, 40) and without_map.heatmap is None
-    assert without_map.heatmap_raw.tolist() == with_map.heatmap_raw.tolist()
-    assert without_map.overlay == with_map.overlay and len(without_map.overlay) > 0
+def test_every_cam_method_equals_the_pytorch_reference(model, photo):
+    """tiny_cams.txt: "method flat values..." computed by PyTorch from the published formulas (top class)."""
+    with open(os.path.join(MODELS, "tiny_cams.txt")) as file:
+        lines = [line.split() for line in file if line.strip()]
+    assert len(lines) == 6
+    for method, flat, *values in lines:
+        [explanation] = model.predict(photo, cam_method=method, overlay=False).explanations
+        assert explanation.cam_method == method and explanation.flat == (flat == "1")
+        numpy.testing.assert_allclose(explanation.heatmap.ravel(), numpy.array(values, numpy.float32), atol=1e-4,
+                                      err_msg=method)
 
 
-def test_heatmaps_are_lists_of_rows_without_numpy(dermal, model, photo, monkeypatch):
-    monkeypatch.setattr(dermal, "numpy", None)
-    result = model.predict(photo)
-    assert len(result.heatmap) == 32 and all(len(row) == 40 for row in result.heatmap)
-    assert all(isinstance(value, float) for row in result.heatmap_raw for value in row)
+def test_the_full_heatmap_is_the_stretched_map_renormalised_and_the_overlay_shows_it(dermal, model, photo):
+    """The photo-sized map is the CAM map stretched bilinearly (PyTorch's
+    align_corners=False) over the photo, then ReLU'd and min-max normalised
+    to exactly [0, 1]; the overlay (alpha 1, lossless) colours that same map:
+    the colormap's top colour where the map is 1, its bottom colour where it is 0."""
+    import torch  # Debian python3-torch, installed by tools/setup.sh
+    [explanation] = model.predict(photo, full_heatmap=True, overlay_format="png", overlay_alpha=1.0).explanations
+    full = explanation.full_heatmap
+    assert full.shape == (32, 40) and full.dtype == numpy.float32 and not explanation.flat
+    assert full.min() == 0.0 and full.max() == 1.0
+    stretched = torch.nn.functional.interpolate(torch.from_numpy(explanation.heatmap)[None, None], size=(32, 40),
+                                                mode="bilinear", align_corners=False)[0, 0].clamp(min=0).numpy()
+    expected = (stretched - stretched.min()) / (stretched.max() - stretched.min())
+    numpy.testing.assert_allclose(full, expected, atol=1e-5)
+    overlay = numpy.asarray(Image.open(io.BytesIO(explanation.overlay)).convert("RGB")).astype(int)
+    red, blue = numpy.array([128, 0, 0]), numpy.array([0, 0, 128])  # jet at 1 and at 0
+    assert numpy.abs(overlay[full == 1.0] - red).max() <= 1
+    assert numpy.abs(overlay[full == 0.0] - blue).max() <= 1
+
+
+def test_each_of_the_top_classes_can_be_explained(dermal, model, photo):
+    result = model.predict(photo, cam_top_k=3, overlay=False)
+    assert [e.label for e in result.explanations] == [s.label for s in result.top]
+    assert all(e.overlay is None for e in result.explanations)
+    [nevus] = model.predict(photo, cam_method="eigencam", cam_class="nv").explanations
+    assert (nevus.label, nevus.index, nevus.cam_method) == ("nv", 3, "eigencam")
+    small = model.predict(photo, jpeg_quality=10).explanations[0].overlay
+    large = model.predict(photo, jpeg_quality=100).explanations[0].overlay
+    assert small[:3] == b"\xff\xd8\xff" and len(small) < len(large)
+    viridis = model.predict(photo, colormap="viridis").explanations[0].overlay
+    assert viridis[:3] == b"\xff\xd8\xff" and viridis != model.predict(photo).explanations[0].overlay
+
+
+# ---- inputs --------------------------------------------------------------------------------
+
+def summary(result):
+    return (result.top, result.probabilities,
+            [(e.label, e.heatmap.tolist(), e.full_heatmap.tolist(), e.overlay) for e in result.explanations])
+
+
+def test_every_input_kind_gives_the_same_result(dermal, model, photo):
+    pixels = numpy.asarray(Image.open(PHOTO).convert("RGB"))
+    padded = numpy.zeros((32, 48, 3), numpy.uint8)  # rows 144 bytes apart, 120 bytes of pixels each
+    padded[:, :40] = pixels
+    inputs = {
+        "bytes": photo, "bytearray": bytearray(photo), "memoryview": memoryview(photo),
+        "sliced memoryview": memoryview(b"xx" + photo)[2:], "str path": PHOTO, "pathlib path": pathlib.Path(PHOTO),
+        "array": pixels, "padded rows": padded[:, :40], "Fortran-ordered array": numpy.asfortranarray(pixels),
+        "PIL RGB": Image.open(PHOTO).convert("RGB"), "PIL RGBA": Image.open(PHOTO).convert("RGBA"),
+    }
+    options = dict(top_k=5, full_heatmap=True, overlay_format="png")
+    expected = summary(model.predict(photo, **options))
+    for kind, image in inputs.items():
+        assert summary(model.predict(image, **options)) == expected, kind
+
+
+def test_arrays_with_packed_pixel_rows_are_passed_without_a_copy(dermal, model, monkeypatch):
+    seen = []
+    original = dermal.lib.dermal_model_predict_rgb
+
+    def spy(handle, address, width, height, row_stride, *rest):
+        seen.append((address, width, height, row_stride))
+        return original(handle, address, width, height, row_stride, *rest)
+
+    monkeypatch.setattr(dermal.lib, "dermal_model_predict_rgb", spy)
+    wide = numpy.zeros((32, 48, 3), numpy.uint8)
+    packed, padded, strided = numpy.zeros((32, 40, 3), numpy.uint8), wide[:, :40], wide[:, ::2]
+    for array in (packed, padded, strided):
+        model.predict(array, explain=False)
+    assert seen[0] == (packed.ctypes.data, 40, 32, 120)
+    assert seen[1] == (padded.ctypes.data, 40, 32, 144)  # the caller's rows, padding skipped by row_stride
+    assert seen[2][1:] == (24, 32, 72) and seen[2][0] != strided.ctypes.data  # pixels not adjacent: one copy
+
+
+@pytest.mark.parametrize("image, words", [
+    (numpy.zeros((32, 40, 3), numpy.float32), "uint8 array, not float32"),
+    (numpy.zeros((32, 40), numpy.uint8), "(height, width, 3), not (32, 40)"),
+    (numpy.zeros((32, 40, 4), numpy.uint8), "(height, width, 3), not (32, 40, 4)"),
+    (numpy.zeros(100, numpy.uint8), "(height, width, 3), not (100,)"),
+    (12, "not int"),
+    ([[1, 2, 3]], "not list"),
+])
+def test_a_wrong_image_argument_is_named(dermal, model, image, words):
+    with pytest.raises(dermal.InvalidArgument, match=re.escape(words)):
+        model.predict(image)
+
+
+def test_a_missing_photo_file_raises_file_error_naming_it(dermal, model, tmp_path):
+    missing = tmp_path / "no-such-photo.jpg"
+    with pytest.raises(dermal.FileError, match=re.escape(str(missing))):
+        model.predict(missing)
+
+
+def test_options_are_keyword_only(dermal, model, photo):
+    with pytest.raises(TypeError, match="positional"):
+        model.predict(photo, 5)
+    with pytest.raises(TypeError, match="positional"):
+        dermal.Model(TINY, False)
+    with pytest.raises(TypeError, match="gradcam"):
+        model.predict(photo, gradcam=True)  # the old name is not silently accepted
+
+
+# ---- errors --------------------------------------------------------------------------------
+
+def test_every_status_of_the_library_has_its_class(dermal):
+    """Statuses 1.. up to the first the library calls "unknown"; class names follow the C names."""
+    renamed = {"io": "FileError", "internal": "InternalError"}
+    status = 1
+    while (name := dermal.lib.dermal_status_name(status).decode()) != "unknown":
+        class_name = renamed.get(name, "".join(word.capitalize() for word in name.split("_")))
+        cls = getattr(dermal, class_name)
+        assert issubclass(cls, dermal.DermalError) and class_name in dermal.__all__
+        assert (cls.status, cls.status_name) == (status, name)
+        error = dermal._translated(dermal._native.StatusError(status, "why"))
+        assert type(error) is cls and (error.status, error.status_name, str(error)) == (status, name, "why")
+        status += 1
+    assert status == 14 and len(dermal.DermalError.__subclasses__()) == 13
+    unknown = dermal._translated(dermal._native.StatusError(99, "new"))
+    assert type(unknown) is dermal.DermalError and (unknown.status, unknown.status_name) == (99, "unknown")
 
 
 @pytest.mark.parametrize("case", [
-    "corrupt image", "empty bytes", "missing model", "wrong model", "unknown cam", "unknown colormap",
-    "unknown class", "bad alpha", "bad top_k", "gradcam disabled", "unknown layer", "too many pixels",
+    "corrupt image", "empty bytes", "gif", "missing model", "wrong model", "unknown cam", "unknown colormap",
+    "unknown format", "unknown class", "bad alpha", "bad top_k", "wrong option type", "explain disabled",
+    "unknown layer", "too many pixels", "no unlimited concurrency", "negative queue timeout",
 ])
 def test_each_failure_raises_its_exception(dermal, model, photo, case):
+    gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
     expected, words, call = {
-        "corrupt image": (dermal.InvalidImage, "corrupt",
-                          lambda: model.predict(b"\xff\xd8\xff" + b"\0" * 100)),
+        "corrupt image": (dermal.InvalidImage, "corrupt", lambda: model.predict(b"\xff\xd8\xff" + b"\0" * 100)),
         "empty bytes": (dermal.InvalidImage, "empty", lambda: model.predict(b"")),
+        "gif": (dermal.UnsupportedImage, "GIF", lambda: model.predict(gif)),
         "missing model": (dermal.FileError, "missing.pt", lambda: dermal.Model(os.path.join(MODELS, "missing.pt"))),
         "wrong model": (dermal.InvalidModel, "not a zip file",
                         lambda: dermal.Model(os.path.join(MODELS, "not_a_model.pt"))),
-        "unknown cam": (dermal.InvalidArgument, "gradcam+++", lambda: model.predict(photo, cam="gradcam+++")),
+        "unknown cam": (dermal.InvalidArgument, "gradcam+++", lambda: model.predict(photo, cam_method="gradcam+++")),
         "unknown colormap": (dermal.InvalidArgument, "rainbow", lambda: model.predict(photo, colormap="rainbow")),
+        "unknown format": (dermal.InvalidArgument, "webp", lambda: model.predict(photo, overlay_format="webp")),
         "unknown class": (dermal.UnknownClass, "melanoma", lambda: model.predict(photo, cam_class="melanoma")),
-        "bad alpha": (dermal.InvalidArgument, "alpha", lambda: model.predict(photo, alpha=1.5)),
+        "bad alpha": (dermal.InvalidArgument, "alpha", lambda: model.predict(photo, overlay_alpha=1.5)),
         "bad top_k": (dermal.InvalidArgument, "top_k", lambda: model.predict(photo, top_k=0)),
-        "gradcam disabled": (dermal.GradcamDisabled, "switched off",
-                             lambda: dermal.Model(TINY, gradcam=False).predict(photo, gradcam=True)),
+        "wrong option type": (dermal.InvalidArgument, "top_k='3'", lambda: model.predict(photo, top_k="3")),
+        "explain disabled": (dermal.ExplainDisabled, "explain",
+                             lambda: dermal.Model(TINY, explain=False).predict(photo, explain=True)),
         "unknown layer": (dermal.UnknownLayer, "features.9", lambda: dermal.Model(TINY, cam_layer="features.9")),
         "too many pixels": (dermal.ImageTooLarge, "100", lambda: dermal.Model(TINY, max_pixels=100).predict(photo)),
+        "no unlimited concurrency": (dermal.InvalidArgument, "max_concurrent",
+                                     lambda: dermal.Model(TINY, max_concurrent=0)),
+        "negative queue timeout": (dermal.InvalidArgument, "queue_timeout_ms",
+                                   lambda: dermal.Model(TINY, queue_timeout_ms=-1)),
     }[case]
-    with pytest.raises(expected, match=r"(?i)" + words.replace("+", r"\+")) as caught:
+    with pytest.raises(expected, match=r"(?i)" + re.escape(words)) as caught:
         call()
     assert isinstance(caught.value, dermal.DermalError)
-    assert caught.value.code == expected.code
-    assert caught.value.status_name and str(caught.value)
+    assert caught.value.status == expected.status and caught.value.status_name
 
 
-def test_status_names_and_codes(dermal):
-    error = dermal.InvalidImage("x")
-    assert (error.code, error.status_name) == (3, "invalid_image")
-    assert (dermal.Busy.code, dermal.ModelNotLoaded("x").status_name) == (13, "model_not_loaded")
-    assert dermal.FileError("x").status_name == "io"
+# ---- caching -------------------------------------------------------------------------------
 
+def test_labels_are_read_once_and_outlive_unload(dermal, photo, monkeypatch):
+    label_calls = CallCounter(dermal, monkeypatch, "dermal_model_label")
+    with dermal.Model(TINY) as model:
+        for _ in range(3):
+            assert list(model.predict(photo).probabilities) == list(LABELS)
+            assert model.labels == LABELS
+        model.unload()
+        assert model.labels == LABELS and not model.loaded  # no reload to read them
+    assert label_calls.calls == len(LABELS)
+
+
+def test_predict_options_are_built_once_per_distinct_set_and_all_freed(dermal, photo, monkeypatch):
+    gc.collect()  # models left by earlier tests free their options when collected, not during this count
+    created = CallCounter(dermal, monkeypatch, "dermal_predict_options_create")
+    freed = CallCounter(dermal, monkeypatch, "dermal_predict_options_free")
+    setters = CallCounter(dermal, monkeypatch, "dermal_predict_options_set_top_k")
+    with dermal.Model(TINY) as model:
+        for _ in range(5):
+            model.predict(photo)
+            model.predict(photo, top_k=2)
+        assert (created.calls, setters.calls, freed.calls) == (2, 2, 0)
+        for top_k in range(1, 31):  # 30 more distinct sets: the cache keeps 16, the rest live for one call
+            model.predict(photo, top_k=top_k, explain=False)
+            model.predict(photo, top_k=top_k, explain=False)
+        kept = dermal._OPTIONS_CACHED
+        assert created.calls == 2 + (kept - 2) + 2 * (30 - (kept - 2))
+        assert freed.calls == created.calls - kept
+        with pytest.raises(dermal.InvalidArgument):
+            model.predict(photo, cam_method="nope")  # refused by its setter: built, freed, not kept
+    assert freed.calls == created.calls
+
+
+# ---- threads, Busy, closing ----------------------------------------------------------------
 
 def test_eight_threads_sharing_a_model_match_sequential_calls(dermal, model, photo, tmp_path):
     photos = [photo] + [open(path, "rb").read() for path in random_photos(str(tmp_path), 2)]
-
-    def summary(result):
-        return result.top, result.probabilities, result.heatmap.tolist(), result.overlay
-
-    expected = [summary(model.predict(p)) for p in photos]
+    expected = [summary(model.predict(p, full_heatmap=True)) for p in photos]
     mismatches, failures = [], []
 
     def work(worker):
         try:
             for call in range(50):
                 which = (worker + call) % len(photos)
-                if summary(model.predict(photos[which])) != expected[which]:
+                if summary(model.predict(photos[which], full_heatmap=True)) != expected[which]:
                     mismatches.append((worker, call))
         except Exception as error:  # reported below, not lost in the thread
             failures.append(error)
@@ -170,6 +345,34 @@ def test_eight_threads_sharing_a_model_match_sequential_calls(dermal, model, pho
     for thread in threads:
         thread.join()
     assert failures == [] and mismatches == []
+
+
+def test_callers_the_inference_thread_cannot_take_in_time_get_busy(dermal, photo):
+    outcomes = []
+    with dermal.Model(TINY, max_concurrent=1, queue_timeout_ms=0) as limited:
+        def call():
+            for _ in range(40):
+                try:
+                    limited.predict(photo)
+                    outcomes.append("done")
+                except dermal.Busy as error:
+                    assert error.status_name == "busy" and str(error)
+                    outcomes.append("busy")
+
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(outcomes) == 160 and "done" in outcomes and "busy" in outcomes
+    with dermal.Model(TINY, max_concurrent=1, queue_timeout_ms=60_000) as patient:
+        outcomes.clear()
+        threads = [threading.Thread(target=lambda: outcomes.append(patient.predict(photo))) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(outcomes) == 4  # with time to wait, every caller is served
 
 
 def test_a_closed_model_raises_cleanly(dermal, photo):
@@ -201,16 +404,21 @@ def test_unload_then_predict_loads_again(dermal, photo):
         assert model.loaded
 
 
-def test_memory_status_and_version(dermal):
+# ---- the package ---------------------------------------------------------------------------
+
+def test_versions_and_memory_status(dermal):
     status = dermal.memory_status()
     assert 0 < status.current_rss_bytes <= status.peak_rss_bytes
-    assert dermal.version() == "0.1.0"
-    assert dermal.ABI_VERSION == 1
+    with open(os.path.join(ROOT, "CMakeLists.txt")) as file:
+        cmake_version = re.search(r"project\(dermal VERSION ([0-9.]+)", file.read()).group(1)
+    assert dermal.library_version() == cmake_version
+    assert re.fullmatch(r"\d+\.\d+\.\d+", dermal.__version__)
+    assert dermal.ABI_VERSION == 2
 
 
 def test_a_library_with_another_abi_version_is_refused(dermal, monkeypatch):
     monkeypatch.setattr(dermal._native, "ABI_VERSION", 999)
-    with pytest.raises(ImportError, match="has ABI version 1, but this dermal package needs 999"):
+    with pytest.raises(ImportError, match="has ABI version 2, but this dermal package needs 999"):
         dermal._native.open_library(LIBRARY)
 
 
@@ -220,10 +428,9 @@ def test_a_wrong_library_override_is_a_clear_import_error(dermal, monkeypatch):
         dermal._native._library_path()
 
 
-def run_python(code, env_changes):
-    env = dict(os.environ, **env_changes)
+def run_python(code, env, cwd=ROOT):
     return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                          env=env, cwd=ROOT).stdout.strip()
+                          env=env, cwd=cwd).stdout.strip()
 
 
 @pytest.mark.parametrize("torch_first", [True, False])
@@ -231,69 +438,35 @@ def test_works_with_torch_in_the_same_process(dermal, model, photo, torch_first)
     imports = "import torch, dermal" if torch_first else "import dermal, torch"
     code = (f"{imports}\n"
             f"m = dermal.Model({TINY!r})\n"
-            f"r = m.predict(open({PHOTO!r}, 'rb').read())\n"
+            f"r = m.predict({PHOTO!r})\n"
             "print(r.top[0].label, repr(r.top[0].probability), torch.ones(2).sum().item())\n")
-    output = run_python(code, {"PYTHONPATH": PACKAGE_DIR, "DERMAL_LIBRARY": LIBRARY})
+    output = run_python(code, dict(os.environ, PYTHONPATH=PACKAGE_DIR, DERMAL_LIBRARY=LIBRARY))
     top = model.predict(photo).top[0]
     assert output == f"{top.label} {top.probability!r} 2.0"
 
 
-def test_offline_pip_install_bundles_the_library(dermal, tmp_path):
+def test_tune_allocator_is_accepted_and_changes_no_result(dermal):
+    """In a process of its own: tune_allocator changes glibc settings for the whole process."""
+    code = (f"import dermal\n"
+            f"m = dermal.Model({TINY!r}, tune_allocator=True)\n"
+            f"print(m.predict({PHOTO!r}).probabilities == dermal.Model({TINY!r}).predict({PHOTO!r}).probabilities)\n")
+    assert run_python(code, dict(os.environ, PYTHONPATH=PACKAGE_DIR, DERMAL_LIBRARY=LIBRARY)) == "True"
+
+
+def test_offline_pip_install_bundles_the_library_and_the_type_marker(dermal, tmp_path):
     source = tmp_path / "source"  # a copy: setuptools writes build/ and egg-info beside the sources
     shutil.copytree(PACKAGE_DIR, source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
     target = tmp_path / "site"
+    # --no-deps: pip does not look into the system site-packages for --target (numpy comes from Debian).
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-build-isolation",
-                    "--target", str(target), str(source)],
+                    "--no-deps", "--target", str(target), str(source)],
                    check=True, capture_output=True, env=dict(os.environ, DERMAL_LIBRARY=LIBRARY))
-    assert (target / "dermal" / "libdermal_c.so").is_file()
+    assert (target / "dermal" / "libdermal_c.so").is_file() and (target / "dermal" / "py.typed").is_file()
+    [metadata] = target.glob("dermal-*.dist-info/METADATA")
+    assert f"\nVersion: {dermal.__version__}\n" in metadata.read_text()
+    assert "\nRequires-Dist: numpy\n" in metadata.read_text()
     code = ("import dermal, dermal._native as native\n"
             f"print(native._library_path()); print(dermal.Model({TINY!r}).labels[0])\n")
     env = {key: value for key, value in os.environ.items() if key != "DERMAL_LIBRARY"}
-    output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                            env=dict(env, PYTHONPATH=str(target)), cwd=str(tmp_path)).stdout.split()
-    assert output == [str(target / "dermal" / "libdermal_c.so"), "akiec"]
-
-
-def test_max_concurrent_turns_away_callers_that_cannot_wait(dermal, photo):
-    with dermal.Model(TINY, max_concurrent=1, queue_timeout=0) as limited:
-        outcomes = []
-
-        def call():
-            for _ in range(40):
-                try:
-                    limited.predict(photo, gradcam=True)
-                    outcomes.append("done")
-                except dermal.Busy as error:
-                    assert "inference slot" in str(error)
-                    outcomes.append("busy")
-
-        threads = [threading.Thread(target=call) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    assert len(outcomes) == 160
-    assert "done" in outcomes and "busy" in outcomes
-
-
-def test_each_of_the_top_classes_can_be_explained(dermal, model, photo):
-    result = model.predict(photo, gradcam=True, cam_top_k=3, overlay=False)
-    assert [e.label for e in result.explanations] == [s.label for s in result.top]
-    assert all(e.overlay is None for e in result.explanations)
-    assert result.cam_label == result.top[0].label and result.overlay is None
-    small = model.predict(photo, gradcam=True, overlay_format="jpeg", jpeg_quality=10).overlay
-    large = model.predict(photo, gradcam=True, overlay_format="jpeg", jpeg_quality=100).overlay
-    assert small[:3] == b"\xff\xd8\xff" and len(small) < len(large)
-    with pytest.raises(dermal.InvalidArgument, match="jpeg_quality"):
-        model.predict(photo, gradcam=True, jpeg_quality=0)
-
-
-def test_predict_rgb_equals_predict_on_the_decoded_photo(dermal, model, photo):
-    from PIL import Image
-    import io
-    picture = Image.open(io.BytesIO(photo)).convert("RGB")
-    from_pixels = model.predict_rgb(picture.tobytes(), picture.width, picture.height, top_k=5)
-    from_bytes = model.predict(photo, top_k=5)
-    assert from_pixels.probabilities == from_bytes.probabilities
-    with pytest.raises(dermal.InvalidArgument, match="needs 3840 bytes, got 10"):
-        model.predict_rgb(b"\x00" * 10, picture.width, picture.height)
+    output = run_python(code, dict(env, PYTHONPATH=str(target)), cwd=str(tmp_path))
+    assert output.split() == [str(target / "dermal" / "libdermal_c.so"), "akiec"]

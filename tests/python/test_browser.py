@@ -44,7 +44,7 @@ def server():
     """gunicorn started by serve.sh on a free loopback port; yields its base URL once /health says loaded."""
     port = free_port()
     env = dict(os.environ, DERMAL_BUILD_DIR=BUILD, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_THREADS="2",
-               DERMAL_PRELOAD="1", DERMAL_ENABLE_GRADCAM="1")
+               DERMAL_PRELOAD="1", DERMAL_EXPLAIN="1")
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(["bash", os.path.join(ROOT, "examples", "django", "serve.sh")],
                                env=env, stdout=log, stderr=subprocess.STDOUT)

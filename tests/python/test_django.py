@@ -2,6 +2,7 @@
 endpoint, every refusal as a 4xx JSON error naming what was wrong, and the
 environment configuration. Uses the real dermal package and the demo model."""
 import base64
+import importlib
 import io
 import os
 import struct
@@ -41,8 +42,8 @@ from dermal_site import settings as site_settings  # noqa: E402
 
 LABELS = ["melanoma", "nevus", "vascular"]
 BASE = {
-    "model": DEMO_MODEL, "preload": True, "gradcam": True, "threads": 1,
-    "max_concurrent": 1, "queue_timeout": 0.2, "max_upload_bytes": 2 * 1024 * 1024,
+    "model": DEMO_MODEL, "preload": True, "explain": True, "threads": 1,
+    "max_concurrent": 1, "queue_timeout_ms": 200, "tune_allocator": False, "max_upload_bytes": 2 * 1024 * 1024,
     "max_pixels": 40_000_000, "image_types": ("jpeg", "png", "bmp"),
 }
 
@@ -138,9 +139,10 @@ def test_predict_sample_gives_top3_probabilities_and_overlay(client):
     for score in body["top"]:
         assert LABELS[score["index"]] == score["label"]
         assert score["probability"] == pytest.approx(body["probabilities"][score["label"]])
-    assert body["gradcam"] is True and body["cam_label"] == body["top"][0]["label"]
-    assert body["overlay_type"] == "image/jpeg"
-    overlay = Image.open(io.BytesIO(base64.b64decode(body["overlay"])))
+    explanation = body["explanation"]
+    assert explanation["label"] == body["top"][0]["label"] and explanation["cam_method"] == "gradcam"
+    assert explanation["flat"] is False and explanation["overlay_type"] == "image/jpeg"
+    overlay = Image.open(io.BytesIO(base64.b64decode(explanation["overlay"])))
     assert overlay.format == "JPEG" and overlay.size == Image.open(io.BytesIO(photo)).size
     assert "not a diagnosis" in body["notice"]
 
@@ -153,7 +155,7 @@ def test_predict_matches_the_library_called_directly(client):
     assert [s["label"] for s in body["top"]] == [s.label for s in direct.top]
     for label, probability in direct.probabilities.items():
         assert body["probabilities"][label] == pytest.approx(probability, abs=1e-6)
-    assert base64.b64decode(body["overlay"]) == direct.overlay
+    assert base64.b64decode(body["explanation"]["overlay"]) == direct.explanations[0].overlay
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "BMP"])
@@ -163,21 +165,23 @@ def test_png_and_bmp_are_accepted_whatever_the_file_name(client, fmt):
     assert len(response.json()["top"]) == 3
 
 
-def test_options_top_k_gradcam_off_and_cam_class(client):
+def test_options_top_k_explain_off_cam_method_and_cam_class(client):
     body = post(client, sample(), top_k="1").json()
     assert len(body["top"]) == 1
-    body = post(client, sample(), gradcam="false").json()
-    assert body["overlay"] is None and body["gradcam"] is False and len(body["top"]) == 3
+    body = post(client, sample(), explain="false").json()
+    assert body["explanation"] is None and len(body["top"]) == 3
     body = post(client, sample(), cam_class="nevus").json()
-    assert body["cam_label"] == "nevus" and body["overlay"]
+    assert body["explanation"]["label"] == "nevus" and body["explanation"]["overlay"]
+    body = post(client, sample(), cam_method="gradcam++").json()
+    assert body["explanation"]["cam_method"] == "gradcam++" and body["explanation"]["overlay"]
 
 
 def test_bad_options_are_400(client):
     assert_error(post(client, sample(), top_k="many"), 400, "invalid_argument", "top_k")
     assert_error(post(client, sample(), top_k="0"), 400, "invalid_argument", "top_k")
-    assert_error(post(client, sample(), gradcam="maybe"), 400, "invalid_argument", "gradcam")
-    response = post(client, sample(), cam_class="freckle")
-    assert response.status_code == 400 and "freckle" in response.json()["message"]
+    assert_error(post(client, sample(), explain="maybe"), 400, "invalid_argument", "explain")
+    assert_error(post(client, sample(), cam_method="gradcam+++"), 400, "invalid_argument", "gradcam+++")
+    assert_error(post(client, sample(), cam_class="freckle"), 400, "unknown_class", "freckle")
 
 
 # --- refused uploads ---------------------------------------------------------------
@@ -260,29 +264,39 @@ def test_unknown_path_is_404_json(client):
     assert_error(client.get("/predict"), 404, "not_found", "/api/predict")
 
 
-# --- Grad-CAM disabled, queueing, model problems ---------------------------------------
+# --- explain switched off, queueing, model problems ---------------------------------------
 
-def test_gradcam_disabled_gives_labels_only_or_409_when_asked(configure):
-    configure(gradcam=False)
+def test_explain_off_gives_labels_only_or_409_when_asked(configure):
+    configure(explain=False)
     client = Client()
     body = post(client, sample()).json()
-    assert body["overlay"] is None and body["gradcam"] is False and len(body["top"]) == 3
-    assert_error(post(client, sample(), gradcam="true"), 409, "gradcam_disabled", "DERMAL_ENABLE_GRADCAM")
-    assert client.get("/health").json()["gradcam"] is False
+    assert body["explanation"] is None and len(body["top"]) == 3
+    assert_error(post(client, sample(), explain="true"), 409, "explain_disabled", "DERMAL_EXPLAIN")
+    assert client.get("/health").json()["explain"] is False
 
 
-def test_requests_wait_for_a_slot_then_get_503(configure):
-    configure(max_concurrent=1, queue_timeout=0.05)
-    client = Client()
-    with services.inference_slot():  # the only slot is taken
-        response = post(client, sample())
-    assert_error(response, 503, "busy", "slot", "0.05 s")
-    assert response["Retry-After"]
-    assert post(client, sample()).status_code == 200
+def test_requests_that_wait_too_long_for_the_inference_thread_get_503(configure):
+    configure(max_concurrent=1, queue_timeout_ms=0)
+    photo, responses = sample(), []
+
+    def request():
+        for _ in range(10):
+            responses.append(post(Client(), photo))
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    statuses = sorted({response.status_code for response in responses})
+    assert len(responses) == 40 and statuses == [200, 503], statuses
+    busy = next(response for response in responses if response.status_code == 503)
+    assert_error(busy, 503, "busy", "1 inference thread(s) stayed busy for 0 ms")
+    assert busy["Retry-After"]
 
 
 def test_concurrent_requests_all_succeed_within_the_limit(configure):
-    configure(max_concurrent=2, queue_timeout=60)
+    configure(max_concurrent=2, queue_timeout_ms=60_000)
     photo, statuses = sample(), []
 
     def request():
@@ -316,7 +330,7 @@ def test_health_with_preload(client):
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "model": "demo-model.pt", "model_loaded": True, "preload": True,
-                               "gradcam": True, "version": dermal.version()}
+                               "explain": True, "version": dermal.library_version()}
 
 
 def test_lazy_loading_happens_on_the_first_prediction_only(configure):
@@ -359,18 +373,25 @@ def test_memory_reports_rss_and_weights(client):
 def test_environment_values_are_parsed_and_bad_ones_named(monkeypatch):
     monkeypatch.setenv("DERMAL_PRELOAD", "off")
     monkeypatch.setenv("DERMAL_MAX_CONCURRENT", "3")
-    monkeypatch.setenv("DERMAL_QUEUE_TIMEOUT", "2.5")
+    monkeypatch.setenv("DERMAL_QUEUE_TIMEOUT_MS", "2500")
     monkeypatch.setenv("DERMAL_IMAGE_TYPES", "JPEG, png")
     assert site_settings._env_bool("DERMAL_PRELOAD", True) is False
     assert site_settings._env_number("DERMAL_MAX_CONCURRENT", 1, int, 1) == 3
-    assert site_settings._env_number("DERMAL_QUEUE_TIMEOUT", 30.0, float, 0.0) == 2.5
+    assert site_settings._env_number("DERMAL_QUEUE_TIMEOUT_MS", 30_000, int, 0) == 2500
     assert site_settings._env_image_types("DERMAL_IMAGE_TYPES") == ("jpeg", "png")
     monkeypatch.setenv("DERMAL_THREADS", "two")
     with pytest.raises(ImproperlyConfigured, match="DERMAL_THREADS"):
         site_settings._env_number("DERMAL_THREADS", 1, int, 1)
-    monkeypatch.setenv("DERMAL_ENABLE_GRADCAM", "sometimes")
-    with pytest.raises(ImproperlyConfigured, match="DERMAL_ENABLE_GRADCAM"):
-        site_settings._env_bool("DERMAL_ENABLE_GRADCAM", True)
+    monkeypatch.setenv("DERMAL_EXPLAIN", "sometimes")
+    with pytest.raises(ImproperlyConfigured, match="DERMAL_EXPLAIN"):
+        site_settings._env_bool("DERMAL_EXPLAIN", True)
     monkeypatch.setenv("DERMAL_IMAGE_TYPES", "jpeg,gif")
     with pytest.raises(ImproperlyConfigured, match="DERMAL_IMAGE_TYPES"):
         site_settings._env_image_types("DERMAL_IMAGE_TYPES")
+
+
+def test_the_example_tunes_the_allocator_unless_told_not_to(monkeypatch):
+    monkeypatch.delenv("DERMAL_TUNE_ALLOCATOR", raising=False)
+    assert importlib.reload(site_settings).DERMAL["tune_allocator"] is True
+    monkeypatch.setenv("DERMAL_TUNE_ALLOCATOR", "0")
+    assert importlib.reload(site_settings).DERMAL["tune_allocator"] is False

@@ -1,16 +1,11 @@
-"""The process's one dermal model, and the gate and threads that run inferences.
+"""The process's one dermal model.
 
-Model, gate and inference threads are created once per process from
-settings.DERMAL, on first use (or by start() when DERMAL_PRELOAD is on), under
-a lock so concurrent first requests share one instance.
-
-Inferences run on DERMAL_MAX_CONCURRENT dedicated threads rather than on the
-request threads: LibTorch and oneDNN keep per-thread scratch memory, so the
-resident set then stays that of those few threads however many request
-threads gunicorn has.
+It is created once per process from settings.DERMAL, on first use (or by
+start() when DERMAL_PRELOAD is on), under a lock so concurrent first requests
+share one instance. Predictions run on the model's own DERMAL_MAX_CONCURRENT
+inference threads, not on gunicorn's request threads: a request waits up to
+DERMAL_QUEUE_TIMEOUT_MS for one of them, then predict() raises dermal.Busy.
 """
-import concurrent.futures
-import contextlib
 import logging
 import threading
 import time
@@ -23,12 +18,6 @@ log = logging.getLogger("classifier")
 _lock = threading.Lock()
 _model = None
 _model_error = None
-_gate = None
-_executor = None
-
-
-class QueueTimeout(Exception):
-    """No inference slot became free within DERMAL_QUEUE_TIMEOUT seconds."""
 
 
 def config():
@@ -46,14 +35,15 @@ def model():
             c = config()
             started = time.monotonic()
             try:
-                _model = dermal.Model(c["model"], preload=c["preload"], threads=c["threads"],
-                                      gradcam=c["gradcam"], max_pixels=c["max_pixels"])
+                _model = dermal.Model(c["model"], preload=c["preload"], threads=c["threads"], explain=c["explain"],
+                                      max_pixels=c["max_pixels"], max_concurrent=c["max_concurrent"],
+                                      queue_timeout_ms=c["queue_timeout_ms"], tune_allocator=c["tune_allocator"])
             except dermal.DermalError as error:
                 _model_error = f"{error.status_name}: {error}"
                 raise
             _model_error = None
-            log.info("dermal model %s opened in %.2f s (loaded: %s, Grad-CAM: %s)",
-                     c["model"], time.monotonic() - started, _model.loaded, c["gradcam"])
+            log.info("dermal model %s opened in %.2f s (loaded: %s, explain: %s, %d inference threads)",
+                     c["model"], time.monotonic() - started, _model.loaded, c["explain"], c["max_concurrent"])
         return _model
 
 
@@ -79,41 +69,10 @@ def start():
         model()
 
 
-def _the_gate():
-    global _gate, _executor
-    if _gate is None:
-        with _lock:
-            if _gate is None:
-                slots = config()["max_concurrent"]
-                _executor = concurrent.futures.ThreadPoolExecutor(slots, thread_name_prefix="dermal-inference")
-                _gate = threading.BoundedSemaphore(slots)
-    return _gate
-
-
-@contextlib.contextmanager
-def inference_slot():
-    """Holds one of DERMAL_MAX_CONCURRENT slots for the block; raises QueueTimeout if none frees up in time."""
-    gate = _the_gate()
-    if not gate.acquire(timeout=config()["queue_timeout"]):
-        raise QueueTimeout()
-    try:
-        yield
-    finally:
-        gate.release()
-
-
-def run_inference(function, *args, **kwargs):
-    """Calls function on an inference thread once a slot is free (else raises QueueTimeout); returns or raises what it does."""
-    with inference_slot():
-        return _executor.submit(function, *args, **kwargs).result()
-
-
 def reset():
-    """Closes the model and the inference threads and forgets them, so the next use reads settings.DERMAL again."""
-    global _model, _model_error, _gate, _executor
+    """Closes the model (after its predictions in flight) and forgets it, so the next use reads settings.DERMAL again."""
+    global _model, _model_error
     with _lock:
-        if _executor is not None:
-            _executor.shutdown(wait=True)
         if _model is not None:
             _model.close()
-        _model, _model_error, _gate, _executor = None, None, None, None
+        _model, _model_error = None, None

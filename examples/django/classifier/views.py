@@ -39,8 +39,7 @@ REQUEST_ERRORS = {
     "invalid_image": 400,
     "unsupported_image": 415,
     "image_too_large": 413,
-    "gradcam_disabled": 409,
-    "busy": 503,
+    "explain_disabled": 409,
 }
 # dermal status names that mean the model file could not be loaded (lazily).
 MODEL_ERRORS = {"io", "invalid_model", "unknown_layer", "model_not_loaded"}
@@ -150,6 +149,10 @@ def _top_k(request):
 
 
 def _library_error(error):
+    if isinstance(error, dermal.Busy):
+        c = services.config()
+        return ApiError(503, "busy", f"The server's {c['max_concurrent']} inference thread(s) stayed busy for "
+                        f"{c['queue_timeout_ms']} ms; try again shortly.", {"Retry-After": "5"})
     if error.status_name in REQUEST_ERRORS:
         return ApiError(REQUEST_ERRORS[error.status_name], error.status_name, str(error))
     log.error("dermal failed: %s: %s", error.status_name, error)
@@ -178,7 +181,7 @@ def index(request):
         "max_upload": _mb(c["max_upload_bytes"]),
         "image_types": ", ".join(t.upper() for t in c["image_types"]),
         "accept": ",".join(f"image/{t}" for t in c["image_types"]),
-        "gradcam": c["gradcam"],
+        "explain": c["explain"],
     })
     response["Content-Security-Policy"] = (
         "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -188,49 +191,50 @@ def index(request):
 
 @api("POST")
 def predict(request):
-    """Classifies the multipart field 'image': top labels, all probabilities and the Grad-CAM overlay.
+    """Classifies the multipart field 'image': top labels, all probabilities and the explanation's overlay.
 
-    Options (form or query): top_k (default 3); gradcam: absent means on when
-    the server enables it (else labels only, overlay null), true when Grad-CAM
-    is disabled is a 409; cam_class: explain this label instead of the top one.
+    Options (form or query): top_k (default 3); explain: absent means on when
+    the server has it on (else labels only, explanation null), true when the
+    server has it off is a 409; cam_method (default "gradcam"); cam_class:
+    explain this label instead of the top one.
     """
     c = services.config()
     data = _upload(request)
     top_k = _top_k(request)
-    gradcam = _flag(request, "gradcam")
-    if gradcam and not c["gradcam"]:
-        raise ApiError(409, "gradcam_disabled",
-                       "Grad-CAM is disabled on this server (DERMAL_ENABLE_GRADCAM=0); "
-                       "omit 'gradcam' to get labels without a heatmap.")
+    explain = _flag(request, "explain")
+    if explain and not c["explain"]:
+        raise ApiError(409, "explain_disabled",
+                       "Heatmaps are switched off on this server (DERMAL_EXPLAIN=0); "
+                       "omit 'explain' to get labels without a heatmap.")
+    cam_method = request.POST.get("cam_method", request.GET.get("cam_method")) or "gradcam"
     cam_class = request.POST.get("cam_class", request.GET.get("cam_class")) or None
     model = _model()
     try:
-        # Only the overlay is sent: no float map at the photo's size is made.
-        result = services.run_inference(model.predict, data, top_k=top_k, gradcam=gradcam, cam_class=cam_class,
-                                        full_heatmap=False)
-    except services.QueueTimeout:
-        raise ApiError(503, "busy", f"All {c['max_concurrent']} inference slots stayed busy for "
-                       f"{c['queue_timeout']:g} s; try again shortly.", {"Retry-After": "5"})
+        # The model's own inference threads run it; only the overlay is sent,
+        # so no float map at the photo's size is asked for.
+        result = model.predict(data, top_k=top_k, explain=explain, cam_method=cam_method, cam_class=cam_class)
     except dermal.DermalError as error:
         raise _library_error(error)
     if services.model_error():
         services.note_model_error(None)
-    overlay = result.overlay
+    explanation = result.explanations[0] if result.explanations else None
     return JsonResponse({
         "top": [{"label": s.label, "index": s.index, "probability": s.probability} for s in result.top],
-        "probabilities": dict(result.probabilities),
-        "gradcam": overlay is not None,
-        "cam_label": result.cam_label,
-        "flat": bool(result.flat) if overlay is not None else None,
-        "overlay": base64.b64encode(overlay).decode("ascii") if overlay is not None else None,
-        "overlay_type": "image/jpeg" if overlay is not None else None,
+        "probabilities": result.probabilities,
+        "explanation": explanation and {
+            "label": explanation.label,
+            "cam_method": explanation.cam_method,
+            "flat": explanation.flat,
+            "overlay": base64.b64encode(explanation.overlay).decode("ascii"),
+            "overlay_type": "image/jpeg",
+        },
         "notice": NOTICE,
     })
 
 
 @api("GET")
 def health(request):
-    """Whether the model is loaded, whether Grad-CAM is on, and the library version; never loads the model."""
+    """Whether the model is loaded, whether heatmaps are on, and the library version; never loads the model."""
     c = services.config()
     model = services.existing_model()
     body = {
@@ -238,8 +242,8 @@ def health(request):
         "model": os.path.basename(c["model"]),
         "model_loaded": bool(model is not None and model.loaded),
         "preload": c["preload"],
-        "gradcam": c["gradcam"],
-        "version": dermal.version(),
+        "explain": c["explain"],
+        "version": dermal.library_version(),
     }
     if services.model_error():
         body.update(status="error", error="model_unavailable", message=services.model_error())
