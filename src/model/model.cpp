@@ -44,6 +44,21 @@ struct Model::Impl {
     return network;
   }
 
+  // The loaded network, loaded on an inference thread if need be: the load's
+  // transient copies and the requests then share that thread's malloc arena,
+  // so a request reuses what the load freed (reference model: peak 344 ->
+  // 320 MB against loading on the host's thread). For host-facing calls only:
+  // on an inference thread, call acquire().
+  std::shared_ptr<const Network> acquire_from_host() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (network) return network;
+    }
+    std::shared_ptr<const Network> loaded;
+    threads.run([&] { loaded = acquire(); });
+    return loaded;
+  }
+
   // Runs the request on an inference thread; `decode` makes the photo there.
   template <typename Decode>
   Prediction predict(const PredictOptions& predict_options, Decode&& decode) {
@@ -60,7 +75,7 @@ struct Model::Impl {
 Model::Model(std::string path, LoadOptions options) {
   check_options(options);
   impl_ = std::make_unique<Impl>(std::move(path), std::move(options));
-  if (impl_->options.preload) impl_->acquire();
+  if (impl_->options.preload) impl_->acquire_from_host();
 }
 
 Model::~Model() = default;
@@ -80,7 +95,7 @@ Prediction Model::predict(const Image& photo, const PredictOptions& options) {
   return impl_->predict(options, [&]() -> const Image& { return photo; });
 }
 
-void Model::load() { impl_->acquire(); }
+void Model::load() { impl_->acquire_from_host(); }
 
 void Model::unload() {
   std::shared_ptr<const Network> released;
@@ -107,11 +122,11 @@ const std::vector<std::string>& Model::labels() {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     if (!impl_->labels.empty()) return impl_->labels;
   }
-  impl_->acquire();
+  impl_->acquire_from_host();
   return impl_->labels;
 }
 
-ModelDescription Model::description() { return impl_->acquire()->description; }
+ModelDescription Model::description() { return impl_->acquire_from_host()->description; }
 
 std::string Model::cam_layer() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);

@@ -112,8 +112,8 @@ def app_probabilities(network, photo, resize, resample):
 
 
 def library_probabilities(dermal, path, encoded):
-    with dermal.Model(str(path), gradcam=False) as model:
-        result = model.predict(encoded, top_k=len(LABELS), gradcam=False)
+    with dermal.Model(str(path), explain=False) as model:
+        result = model.predict(encoded, top_k=len(LABELS), explain=False)
     return np.array([result.probabilities[label] for label in LABELS])
 
 
@@ -155,7 +155,7 @@ def test_fit_heatmap_lies_on_the_fitted_box(dermal, network, photo, tmp_path):
     path = tmp_path / "fit.pt"
     dermal_model.save(network, description, path)
     with dermal.Model(str(path)) as model:
-        heatmap = np.asarray(model.predict(encoded(photo, "PNG"), gradcam=True, overlay=False).heatmap)
+        heatmap = model.predict(encoded(photo, "PNG"), overlay=False, full_heatmap=True).explanations[0].full_heatmap
     assert heatmap.shape == (768, 1024)
     rows = np.flatnonzero(heatmap.max(axis=1) > 0)
     assert rows.min() >= 18 and rows.max() <= 750, (rows.min(), rows.max())
