@@ -33,7 +33,7 @@ void InferenceThreads::start_if_needed() {
   threads_ = new std::vector<std::thread>();
   owner_ = self;
   queue_.clear();
-  idle_ = 0;
+  idle_ = count_;  // each new thread is idle until it takes a request
   for (int i = 0; i < count_; ++i) threads_->emplace_back([this] { serve(); });
 }
 
@@ -59,8 +59,7 @@ void InferenceThreads::run(const std::function<void()>& work) {
 void InferenceThreads::serve() {
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
-    ++idle_;
-    queued_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    queued_.wait(lock, [&] { return stopping_ || !queue_.empty(); });  // counted in idle_ while it waits
     --idle_;
     if (queue_.empty()) return;  // stopping, nothing left
     Request* request = queue_.front();
@@ -75,6 +74,7 @@ void InferenceThreads::serve() {
     }
     lock.lock();
     request->done = true;
+    ++idle_;
     changed_.notify_all();
   }
 }
