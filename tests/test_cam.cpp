@@ -3,7 +3,7 @@
 // silently replaces Catch's CHECK if it is defined second.
 #include "heatmap/cam.hpp"
 
-#include <catch2/catch.hpp>
+#include "catch2.hpp"
 
 #include <cmath>
 #include <cstdlib>
@@ -209,7 +209,7 @@ TEST_CASE("CAM method names round-trip and unknown names are refused", "[cam]") 
     } catch (const dermal::Error& e) {
       CHECK(e.code() == dermal::ErrorCode::invalid_argument);
       for (const std::string& name : names) {
-        CHECK_THAT(e.what(), Catch::Matchers::Contains("\"" + name + "\""));
+        CHECK_THAT(e.what(), Catch::Matchers::ContainsSubstring("\"" + name + "\""));
       }
     }
   }

@@ -39,7 +39,7 @@ torch::Tensor eigen_cam(const torch::Tensor& a) {
   }
   torch::Tensor x = a.reshape({k, h * w}).t();
   x = x - x.mean(0, /*keepdim=*/true);
-  torch::Tensor vh = std::get<2>(torch::linalg::svd(x, /*full_matrices=*/false, c10::nullopt));
+  torch::Tensor vh = std::get<2>(at::linalg_svd(x, /*full_matrices=*/false));
   torch::Tensor p = x.matmul(vh[0]);
   torch::Tensor s = a.sum(0).reshape({h * w});
   const float agreement = (p * (s - s.mean())).sum().item<float>();
