@@ -131,7 +131,7 @@ TEST_CASE("maps with NaN or Inf come back flat and all zero", "[cam]") {
   CHECK(all_zero(out.map));
 }
 
-TEST_CASE("maps without contrast are flat; contrast is judged relative to scale", "[cam]") {
+TEST_CASE("maps without contrast are flat and contrast is judged relative to scale", "[cam]") {
   CHECK(dermal::normalize_map(torch::full({3, 3}, 2.5f)).flat);
   CHECK(dermal::normalize_map(torch::zeros({3, 3})).flat);
   CHECK(dermal::normalize_map(-torch::rand({3, 3}) - 0.1f).flat);  // nothing left after ReLU

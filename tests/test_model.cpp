@@ -133,7 +133,7 @@ TEST_CASE("every CAM variant equals its published formula applied in Python torc
   CHECK(methods == 6);
 }
 
-TEST_CASE("the CAM layer sets the map's resolution; unknown layers are refused", "[model][gradcam]") {
+TEST_CASE("the CAM layer sets the map's resolution and unknown layers are refused", "[model][gradcam]") {
   const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
   dermal::LoadOptions options;
   options.cam_layer = "features.0";  // before the stride-2 stage: full 40x32
