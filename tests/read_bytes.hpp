@@ -1,7 +1,7 @@
 // A test's input file as bytes; the test fails if the file cannot be opened.
 #pragma once
 
-#include <catch2/catch.hpp>
+#include "catch2.hpp"
 
 #include <cstdint>
 #include <fstream>

@@ -2,7 +2,7 @@
 // replayed through decode_image in unit_tests and through Model::predict in
 // model_tests: every file gets its documented status and a message, or, when
 // valid, a picture of the expected size (and a classification).
-#include <catch2/catch.hpp>
+#include "catch2.hpp"
 
 #include <fstream>
 #include <iterator>
@@ -105,7 +105,7 @@ TEST_CASE("networks that are not image classifiers are refused at load", "[model
       FAIL("loaded");
     } catch (const dermal::Error& e) {
       CHECK(e.code() == dermal::ErrorCode::invalid_model);
-      CHECK_THAT(e.what(), Catch::Contains(c.words));
+      CHECK_THAT(e.what(), Catch::Matchers::ContainsSubstring(c.words));
     }
   }
 }

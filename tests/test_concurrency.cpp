@@ -1,7 +1,7 @@
 // One model under many threads, and the resident set over many requests.
 // Quick by default; DERMAL_LONG_TESTS=1 runs ten times as many requests.
 // Measured figures are printed with WARN so that they appear in the log.
-#include <catch2/catch.hpp>
+#include "catch2.hpp"
 
 #include <atomic>
 #include <cstdlib>

@@ -1,6 +1,6 @@
 // The bundled demo model on held-out generated photos (a seed never used in
 // training), through the library as an application calls it.
-#include <catch2/catch.hpp>
+#include "catch2.hpp"
 
 #include <fstream>
 #include <iterator>

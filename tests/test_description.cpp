@@ -1,4 +1,4 @@
-#include <catch2/catch.hpp>
+#include "catch2.hpp"
 #include <nlohmann/json.hpp>
 
 #include "dermal/dermal.hpp"
@@ -23,7 +23,7 @@ void require_refused(const json& description, const std::string& words) {
     FAIL("accepted: " << description.dump());
   } catch (const dermal::Error& e) {
     CHECK(e.code() == ErrorCode::invalid_model);
-    CHECK_THAT(e.what(), Catch::Contains(words));
+    CHECK_THAT(e.what(), Catch::Matchers::ContainsSubstring(words));
   }
 }
 
@@ -60,8 +60,8 @@ TEST_CASE("center_crop needs a shorter side at least the crop", "[description]")
 
 TEST_CASE("each wrong field is refused with its name", "[description]") {
   require_refused(json::parse("[1, 2]"), "JSON object");
-  CHECK_THROWS_WITH(dermal::parse_description("{not json"), Catch::Contains("not valid JSON"));
-  CHECK_THROWS_WITH(dermal::parse_description(""), Catch::Contains("not valid JSON"));
+  CHECK_THROWS_WITH(dermal::parse_description("{not json"), Catch::Matchers::ContainsSubstring("not valid JSON"));
+  CHECK_THROWS_WITH(dermal::parse_description(""), Catch::Matchers::ContainsSubstring("not valid JSON"));
 
   json d = valid_description();
   d["dermal_format"] = 2;

@@ -1,4 +1,4 @@
-#include <catch2/catch.hpp>
+#include "catch2.hpp"
 
 #include <fstream>
 #include <iterator>
@@ -132,22 +132,22 @@ TEST_CASE("resize is within one grey level of PIL's 8-bit BILINEAR", "[image][pr
 TEST_CASE("bad image data gets its own clear error", "[image][errors]") {
   std::string message;
   CHECK(decode_error({}, &message) == ErrorCode::invalid_image);
-  CHECK_THAT(message, Catch::Contains("empty"));
+  CHECK_THAT(message, Catch::Matchers::ContainsSubstring("empty"));
 
   std::mt19937 random(7);
   std::vector<std::uint8_t> noise(4096);
   for (auto& byte : noise) byte = static_cast<std::uint8_t>(random());
   CHECK(decode_error(noise, &message) == ErrorCode::invalid_image);
-  CHECK_THAT(message, Catch::Contains("not an image"));
+  CHECK_THAT(message, Catch::Matchers::ContainsSubstring("not an image"));
 
   const std::string text = "hello, this is not a photo";
   CHECK(decode_error({text.begin(), text.end()}) == ErrorCode::invalid_image);
   const std::string gif = "GIF89a\x01\x00\x01\x00";
   CHECK(decode_error({gif.begin(), gif.end()}, &message) == ErrorCode::unsupported_image);
-  CHECK_THAT(message, Catch::Contains("GIF"));
+  CHECK_THAT(message, Catch::Matchers::ContainsSubstring("GIF"));
 
   CHECK(decode_error(read_image("huge_declared.png"), &message) == ErrorCode::image_too_large);
-  CHECK_THAT(message, Catch::Contains("100000x100000"));
+  CHECK_THAT(message, Catch::Matchers::ContainsSubstring("100000x100000"));
   dermal::DecodeOptions small;
   small.max_pixels = 62;  // the photo has 9 x 7 = 63
   CHECK(decode_error(read_image("rgb.jpg"), &message, small) == ErrorCode::image_too_large);
@@ -163,14 +163,14 @@ TEST_CASE("truncated JPEG, PNG and BMP are refused at every cut", "[image][error
       std::string message;
       const ErrorCode code = decode_error(part, &message);
       CHECK(code == ErrorCode::invalid_image);
-      if (cut > 10) CHECK_THAT(message, Catch::Contains("truncated"));
+      if (cut > 10) CHECK_THAT(message, Catch::Matchers::ContainsSubstring("truncated"));
     }
   }
 }
 
 TEST_CASE("a NULL pointer with a size is an argument error", "[image][errors]") {
   CHECK_THROWS_MATCHES(dermal::decode_image(nullptr, 10), dermal::Error,
-                       Catch::Predicate<dermal::Error>([](const dermal::Error& e) {
+                       Catch::Matchers::Predicate<dermal::Error>([](const dermal::Error& e) {
                          return e.code() == ErrorCode::invalid_argument;
                        }));
 }
@@ -181,6 +181,6 @@ TEST_CASE("a truncated PNG's message names the chunk in printable text", "[image
   cut[37] = 0x00;  // a NUL in the chunk type (bytes 37..40) must not cut the message short
   std::string message;
   CHECK(decode_error(cut, &message) == ErrorCode::invalid_image);
-  CHECK_THAT(message, Catch::Contains("truncated PNG data") && Catch::Contains("?"));
+  CHECK_THAT(message, Catch::Matchers::ContainsSubstring("truncated PNG data") && Catch::Matchers::ContainsSubstring("?"));
   CHECK(message.find('\0') == std::string::npos);
 }

@@ -1,4 +1,4 @@
-#include <catch2/catch.hpp>
+#include "catch2.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -175,7 +175,7 @@ TEST_CASE("every CAM variant equals its published formula applied in Python torc
   CHECK(methods == 6);
 }
 
-TEST_CASE("the CAM layer sets the map's resolution; unknown layers are refused", "[model][gradcam]") {
+TEST_CASE("the CAM layer sets the map's resolution and unknown layers are refused", "[model][gradcam]") {
   const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
   dermal::LoadOptions options;
   options.cam_layer = "features.0";  // before the stride-2 stage: full 40x32
@@ -188,10 +188,10 @@ TEST_CASE("the CAM layer sets the map's resolution; unknown layers are refused",
   std::string message;
   options.cam_layer = "features.9";
   CHECK(load_error(kModels + "/tiny.pt", &message, options) == ErrorCode::unknown_layer);
-  CHECK_THAT(message, Catch::Contains("features.9") && Catch::Contains("features.0, features.1"));
+  CHECK_THAT(message, Catch::Matchers::ContainsSubstring("features.9") && Catch::Matchers::ContainsSubstring("features.0, features.1"));
   options.cam_layer = "head";
   CHECK(load_error(kModels + "/tiny.pt", &message, options) == ErrorCode::unknown_layer);
-  CHECK_THAT(message, Catch::Contains("no spatial map"));
+  CHECK_THAT(message, Catch::Matchers::ContainsSubstring("no spatial map"));
 }
 
 TEST_CASE("each bad model file gets its own clear error", "[model][errors]") {
@@ -215,14 +215,14 @@ TEST_CASE("each bad model file gets its own clear error", "[model][errors]") {
     INFO(c.file);
     std::string message;
     CHECK(load_error(kModels + "/" + c.file, &message) == c.code);
-    CHECK_THAT(message, Catch::Contains(c.words));
+    CHECK_THAT(message, Catch::Matchers::ContainsSubstring(c.words));
   }
 }
 
 TEST_CASE("a network whose output is not finite is an error, not a score", "[model][errors]") {
   dermal::Model model(kModels + "/nan_output.pt");
   const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
-  CHECK_THROWS_WITH(model.predict(photo.data(), photo.size()), Catch::Contains("not finite"));
+  CHECK_THROWS_WITH(model.predict(photo.data(), photo.size()), Catch::Matchers::ContainsSubstring("not finite"));
 }
 
 TEST_CASE("lazy loading reads the file once under 8 concurrent first calls", "[model][threads]") {
@@ -283,7 +283,7 @@ TEST_CASE("predict checks its options", "[model][errors]") {
   const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
   dermal::PredictOptions options;
   options.top_k = 0;
-  CHECK_THROWS_WITH(model.predict(photo.data(), photo.size(), options), Catch::Contains("top_k"));
+  CHECK_THROWS_WITH(model.predict(photo.data(), photo.size(), options), Catch::Matchers::ContainsSubstring("top_k"));
   options = with_gradcam();
   options.cam_class = "melanoma";
   try {
@@ -291,13 +291,13 @@ TEST_CASE("predict checks its options", "[model][errors]") {
     FAIL("an unknown class was explained");
   } catch (const dermal::Error& e) {
     CHECK(e.code() == ErrorCode::unknown_class);
-    CHECK_THAT(e.what(), Catch::Contains("akiec, bcc, mel, nv, vasc"));
+    CHECK_THAT(e.what(), Catch::Matchers::ContainsSubstring("akiec, bcc, mel, nv, vasc"));
   }
   options.cam_class = "vasc";
   const dermal::Prediction prediction = model.predict(photo.data(), photo.size(), options);
   CHECK(prediction.explanations.at(0).label == "vasc");
   CHECK(prediction.explanations.at(0).class_index == 4);
-  CHECK_THROWS_WITH(dermal::Model(kModels + "/tiny.pt", dermal::LoadOptions{true, 0}), Catch::Contains("threads"));
+  CHECK_THROWS_WITH(dermal::Model(kModels + "/tiny.pt", dermal::LoadOptions{true, 0}), Catch::Matchers::ContainsSubstring("threads"));
 }
 
 TEST_CASE("the bundled demo model classifies the bundled samples", "[model][demo]") {

@@ -1,4 +1,4 @@
-#include <catch2/catch.hpp>
+#include "catch2.hpp"
 
 #include <fstream>
 #include <map>
@@ -113,9 +113,9 @@ TEST_CASE("a window or box that does not fit the picture is refused", "[image][r
   dermal::ResizeWindow outside = window;
   outside.left = 1;
   CHECK_THROWS_WITH(dermal::resize_like_pillow(photo, dermal::ResampleFilter::bilinear, outside),
-                    Catch::Contains("window"));
+                    Catch::Matchers::ContainsSubstring("window"));
   dermal::ResizeWindow wide_box = window;
   wide_box.box_right = 4.5f;
   CHECK_THROWS_WITH(dermal::resize_like_pillow(photo, dermal::ResampleFilter::lanczos, wide_box),
-                    Catch::Contains("box"));
+                    Catch::Matchers::ContainsSubstring("box"));
 }
