@@ -206,19 +206,22 @@ class _Progress:
     def advance(self, rows):
         self.done += len(rows)
         self.failed += sum(row["status"] != "ok" for row in rows)
-        now = time.monotonic()
-        tenths = self.done * 10 // max(self.total, 1)
-        if not self.enabled or (self.terminal and now - self.drawn < 0.2 and self.done < self.total) \
-                or (not self.terminal and tenths == self.tenths):
+        if not self.enabled:
+            return
+        now, tenths = time.monotonic(), self.done * 10 // max(self.total, 1)
+        if self.terminal and now - self.drawn < 0.2 and self.done < self.total:
+            return
+        if not self.terminal and tenths == self.tenths:
             return
         self.drawn, self.tenths = now, tenths
         rate = self.done / max(now - self.start, 1e-9)
         filled = 30 * self.done // max(self.total, 1)
         line = (f"[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} photos, {self.failed} with an error, "
                 f"{rate:.1f}/s, {(self.total - self.done) / max(rate, 1e-9):.0f} s left")
-        sys.stderr.write(f"\r{line}\033[K" if self.terminal else line + "\n")
-        if self.terminal and self.done == self.total:
-            sys.stderr.write("\n")
+        if self.terminal:
+            sys.stderr.write(f"\r{line}\033[K" + ("\n" if self.done == self.total else ""))
+        else:
+            sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
 
@@ -238,22 +241,22 @@ def screen(client, paths, out, model_path, top_k=3, batch_size=16, overlays=None
     plugin_name = f"dermal-screen-model:{model_path}"
     client.register_worker_plugin(ModelPlugin(model_path), name=plugin_name)
     bar = _Progress(len(todo), progress)
+    in_flight = {}  # key -> (future, its photos)
+
+    def submit(batch):
+        future = client.submit(screen_batch, plugin_name, batch, top_k, overlays, pure=False)
+        in_flight[future.key] = future, batch
+        return future
+
     try:
         with open(out, "a", newline="") as file:
             writer = csv.DictWriter(file, header, restval="")
             if file.tell() == 0:
                 writer.writeheader()
-            batches = {}
-
-            def submit(batch):
-                future = client.submit(screen_batch, plugin_name, batch, top_k, overlays, pure=False)
-                batches[future.key] = batch
-                return future
-
             pending = distributed.as_completed([submit(todo[i:i + batch_size])
                                                 for i in range(0, len(todo), batch_size)])
             for future in pending:
-                batch = batches.pop(future.key)
+                batch = in_flight.pop(future.key)[1]
                 try:
                     rows = future.result()
                 except Exception as error:  # the task itself failed: retry its photos one by one
@@ -268,6 +271,7 @@ def screen(client, paths, out, model_path, top_k=3, batch_size=16, overlays=None
                 bar.advance(rows)
     finally:
         with contextlib.suppress(Exception):  # the cluster may be gone already
+            client.cancel([future for future, _ in in_flight.values()])
             client.unregister_worker_plugin(plugin_name)
     return Summary(bar.done, bar.failed, len(photos) - len(todo), time.monotonic() - bar.start)
 
