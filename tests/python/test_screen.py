@@ -135,6 +135,21 @@ def test_a_killed_workers_photos_are_redone(screen, client, photos, expected, tm
     assert pids[victim] not in client.run(os.getpid).values()  # the nanny started a new process
 
 
+def test_two_runs_share_a_cluster(screen, client, photos, expected, tmp_path):
+    """Each run keeps its own model plugin: neither replaces nor removes the other's."""
+    outs = [str(tmp_path / "first.csv"), str(tmp_path / "second.csv")]
+    runs = [threading.Thread(target=screen.screen, args=(client, [photos], out, DEMO_MODEL),
+                             kwargs=dict(batch_size=2, progress=False)) for out in outs]
+    runs[0].start()
+    while not (os.path.exists(outs[0]) and len(read_rows(outs[0])) > 0) and runs[0].is_alive():
+        time.sleep(0.005)
+    runs[1].start()
+    for run in runs:
+        run.join(180)
+    for out in outs:
+        assert_matches_cli(read_rows(out), expected)
+
+
 def test_an_interrupted_command_line_run_resumes(photos, expected, tmp_path):
     out = str(tmp_path / "results.csv")
     environment = dict(os.environ, DERMAL_LIBRARY=LIBRARY, PYTHONPATH=PACKAGE_DIR)

@@ -34,6 +34,7 @@ import io
 import os
 import sys
 import time
+import uuid
 
 try:
     import distributed
@@ -238,7 +239,7 @@ def screen(client, paths, out, model_path, top_k=3, batch_size=16, overlays=None
     photos = list_photos(paths, skip=(out, overlays))
     done = screened_files(out, header)
     todo = [photo for photo in photos if photo[0] not in done]
-    plugin_name = f"dermal-screen-model:{model_path}"
+    plugin_name = f"dermal-screen-model-{uuid.uuid4().hex}"  # runs sharing a cluster keep their own models
     client.register_worker_plugin(ModelPlugin(model_path), name=plugin_name)
     bar = _Progress(len(todo), progress)
     in_flight = {}  # key -> (future, its photos)
