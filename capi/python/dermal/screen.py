@@ -111,9 +111,10 @@ def _failed_row(path, status, message):
 
 
 def _write_atomically(path, data):
-    """Writes path whole or not at all: a task redone after a killed worker replaces it."""
+    """Writes path whole or not at all; a task redone after its worker was
+    killed mid-write overwrites the same temporary file, leaving none behind."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
+    temporary = path + ".tmp"
     with open(temporary, "wb") as file:
         file.write(data)
     os.replace(temporary, path)
