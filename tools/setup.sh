@@ -10,7 +10,7 @@ packages=(
   build-essential cmake pkg-config
   libtorch-dev libstb-dev catch2 libfmt-dev nlohmann-json3-dev libturbojpeg0-dev
   python3-torch python3-torchvision python3-numpy python3-pil python3-pytest python3-pip python3-setuptools
-  python3-django gunicorn chromium chromium-driver python3-selenium python3-matplotlib
+  python3-django gunicorn chromium chromium-driver python3-selenium python3-matplotlib python3-distributed
   clang libclang-rt-dev
 )
 # Debian 12 and 13 ship different versions of LibTorch, Catch2, fmt, Python and
