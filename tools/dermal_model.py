@@ -19,10 +19,10 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 def make_description(name, labels, width, height, stages, cam_layer,
                      resize="stretch", resize_shorter_to=None,
                      mean=IMAGENET_MEAN, std=IMAGENET_STD, scale=1.0 / 255.0,
-                     output="softmax"):
+                     output="softmax", resample=None):
     """Returns a description dict; raises ValueError naming what is wrong."""
-    if resize not in ("stretch", "center_crop"):
-        raise ValueError(f"resize must be 'stretch' or 'center_crop', not {resize!r}")
+    if resize not in ("stretch", "center_crop", "fit"):
+        raise ValueError(f"resize must be 'stretch', 'center_crop' or 'fit', not {resize!r}")
     if output not in ("softmax", "sigmoid"):
         raise ValueError(f"output must be 'softmax' or 'sigmoid', not {output!r}")
     if cam_layer not in stages:
@@ -33,6 +33,8 @@ def make_description(name, labels, width, height, stages, cam_layer,
                   "scale": scale, "mean": list(mean), "std": list(std)}
     if resize == "center_crop":
         input_spec["resize_shorter_to"] = resize_shorter_to or max(width, height)
+    if resample is not None:
+        input_spec["resample"] = resample
     return {"dermal_format": FORMAT_VERSION, "name": name, "labels": list(labels),
             "input": input_spec, "output": output,
             "stages": list(stages), "cam_layer": cam_layer}
