@@ -1200,6 +1200,9 @@ def import_model(args):
     os.close(handle)
     try:
         dermal_model.save(traced, description, temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
         os.replace(temporary, args.out)
     except BaseException:
         os.unlink(temporary)
