@@ -38,7 +38,9 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 
+import h5py
 import numpy as np
 import torch
 from torch import nn
@@ -88,13 +90,7 @@ def read_keras_file(path):
     raise Refusal(f"{path} is neither a .keras archive (zip) nor a legacy Keras .h5 file (HDF5)")
 
 
-def _h5py():
-    import h5py
-    return h5py
-
-
 def _read_archive(path):
-    h5py = _h5py()
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -104,7 +100,7 @@ def _read_archive(path):
             config = json.loads(archive.read("config.json"))
             metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in names else {}
             weights_bytes = archive.read("model.weights.h5")
-    except (zipfile.BadZipFile, EOFError, zlib_error()) as e:
+    except (zipfile.BadZipFile, EOFError, zlib.error) as e:
         raise Refusal(f"{path} is a truncated or corrupt .keras archive ({e})") from None
     except json.JSONDecodeError as e:
         raise Refusal(f"{path}: config.json or metadata.json is not valid JSON ({e})") from None
@@ -130,13 +126,7 @@ def _read_archive(path):
     return KerasFile(config, int(version.split(".")[0]), weights)
 
 
-def zlib_error():
-    import zlib
-    return zlib.error
-
-
 def _read_legacy_h5(path):
-    h5py = _h5py()
     try:
         store = h5py.File(path, "r")
         config = store.attrs.get("model_config")
@@ -224,17 +214,34 @@ def _history_refs(args):
     return refs
 
 
+def _constants(args):
+    """The non-tensor values among a Keras 3 node's args (e.g. the 3.0 of x + 3.0)."""
+    if isinstance(args, dict):
+        return [] if args.get("class_name") == "__keras_tensor__" else [args]
+    if isinstance(args, (list, tuple)):
+        return [c for value in args for c in _constants(value)]
+    return [] if args is None else [args]
+
+
 def _inbound_layer_names(entry):
+    name = entry.get("name") or _config_of(entry).get("name")
+    module = entry.get("module") or ""
+    if module.startswith(("keras.src.ops", "keras.ops")):
+        raise Refusal(f"layer {name!r}: {entry.get('class_name')} from {module} is an operation "
+                      "applied to a tensor outside any layer (e.g. x + 3.0); only layers are supported")
     nodes = entry.get("inbound_nodes") or []
     if len(nodes) > 1:
-        raise Refusal(f"layer {entry.get('name') or _config_of(entry).get('name')!r} is called "
-                      f"{len(nodes)} times (a shared layer); the importer converts each layer once")
+        raise Refusal(f"layer {name!r} is called {len(nodes)} times (a shared layer); "
+                      "the importer converts each layer once")
     if not nodes:
         return []
     node = nodes[0]
     if isinstance(node, dict):  # Keras 3
-        refs = _history_refs(node.get("args", [])) + _history_refs(node.get("kwargs", {}))
-        return [ref[0] for ref in refs]
+        constants = _constants(node.get("args", []))
+        if constants:
+            raise Refusal(f"layer {name!r} is called with the constant argument(s) {constants[:3]}; "
+                          "only tensors are supported")
+        return [ref[0] for ref in _history_refs(node.get("args", []))]
     return [ref[0] for ref in node]  # Keras 2: [[name, node, tensor, kwargs], ...]
 
 
@@ -259,21 +266,26 @@ class GraphBuilder:
         return self.layers, self.input_key, output
 
     def _graph_input(self, shape):
+        """The key of the graph's input tensor, the first time with its shape."""
         if self.input_key is None:
             self.input_shape = shape
             self.input_key = "<input>"
         return self.input_key
 
     def _sequential(self, config, nesting, input_key):
+        """Chains the layers; without `input_key` the input shape comes from
+        an InputLayer, the first layer's batch shape, build_input_shape, or
+        else the first layer when it is a model with an input of its own."""
         current = input_key
         layers = config.get("layers", [])
         if current is None:
-            shape = config.get("build_input_shape")
-            if layers and _class_of(layers[0]) == "InputLayer":
+            shape = None
+            if layers:
                 shape = _input_shape_of(_config_of(layers[0]))
-            elif layers and _input_shape_of(_config_of(layers[0])):
-                shape = _input_shape_of(_config_of(layers[0]))
-            current = self._graph_input(shape)
+            shape = shape or config.get("build_input_shape")
+            first_is_model = bool(layers) and _class_of(layers[0]) in self.MODEL_CLASSES
+            if shape is not None or not first_is_model:
+                current = self._graph_input(shape)
         for entry in layers:
             if _class_of(entry) == "InputLayer":
                 continue
@@ -790,12 +802,17 @@ def _broadcast(layer, shapes):
 
 def convert_merge(layer, shapes, stored, keras_major):
     kind = layer.class_name.lower()
+    if len(shapes) < 2:
+        raise Refusal(f"layer {layer.name!r}: {layer.class_name} takes at least two inputs, "
+                      f"gets {len(shapes)}")
     if kind == "subtract" and len(shapes) != 2:
         raise Refusal(f"layer {layer.name!r}: Subtract takes two inputs")
     return Merge(kind), _broadcast(layer, shapes)
 
 
 def convert_concatenate(layer, shapes, stored, keras_major):
+    if len(shapes) < 2:
+        raise Refusal(f"layer {layer.name!r}: Concatenate takes at least two inputs, gets {len(shapes)}")
     rank = len(shapes[0])
     axis = int(layer.config.get("axis", -1))
     axis = axis + rank if axis < 0 else axis - 1  # Keras axis without batch
@@ -1170,7 +1187,6 @@ def import_model(args):
         size = (args.height, args.width)
     keras_file = read_keras_file(args.model)
     network, names, keras_names, output, (height, width), ranks = convert(keras_file, size)
-    classes = None
     with torch.no_grad():
         probe = dermal_model.run_stages(network, names, torch.rand(1, 3, height, width) * 255.0)
         classes = probe.shape[1]

@@ -228,7 +228,7 @@ def teachable_machine(size, seed=2):
     """Teachable Machine's image export: Sequential(Sequential(MobileNetV2 0.35,
     GAP), Sequential(Dense(100, relu), Dense(2, softmax, no bias)))."""
     k = Maker(seed)
-    outer = Model("sequential_4", "Sequential", (size, size, 3))
+    outer = Model("sequential_4", "Sequential")  # no input of its own: the nested model's
     base = Model("sequential_1", "Sequential", (size, size, 3))
     backbone = mobilenet_v2(k, size, 0.35, "model1")
     base.nest(backbone)
@@ -407,11 +407,11 @@ def model_config(model, style, nested=False):
         else:
             item = {"class_name": entry["class_name"], "config": _layer_config(entry, style)}
             if style in ("keras3", "tf213"):
-                item.update(module="keras.layers", registered_name=None)
+                item.update(module=entry.get("module", "keras.layers"), registered_name=None)
         item["name"] = entry["name"]
         if model.kind == "Functional":
             if style == "keras3":
-                args = [_tensor_v3(n) for n in entry["inputs"]]
+                args = [_tensor_v3(n) for n in entry["inputs"]] + entry.get("constant_args", [])
                 item["inbound_nodes"] = [{"args": [args] if len(args) > 1 else args, "kwargs": {}}]
             else:
                 item["inbound_nodes"] = [[[n, 1 if is_nested_model.get(n) else 0, 0, {}]

@@ -141,7 +141,8 @@ def compare(family, layout, size, work, keep_model=False):
         "cam_max": max(float(b.max()) for b in tfjs_cams),
         "cam_shape_equal": all(a.shape == b.shape for a, b in zip(cams, tfjs_cams)),
         "cam_layer": cam_layer, "output": description["output"],
-        "pixels": pixels, "tfjs_logits": tfjs_logits, "model_path": model_path,
+        "pixels": pixels, "tfjs_logits": tfjs_logits, "tfjs_cams": tfjs_cams,
+        "cam_classes": [e["cam_class"] for e in expected], "model_path": model_path,
     }
     if not keep_model:
         for path in list(paths.values()):

@@ -84,9 +84,11 @@ def test_default_cam_layer_is_the_last_spatial_layer(small_cnn, tmp_path):
     assert _stages(out)["cam_layer"] == "conv2d_2"
 
 
-def test_through_the_library_probabilities_equal_tfjs(work):
+def test_through_the_library_probabilities_and_gradcam_equal_tfjs(work):
     """The imported file loaded by the C library (Python package) gives
-    softmax(tfjs logits) for photos at the model's size."""
+    softmax (or sigmoid) of the tfjs logits for photos at the model's size, and
+    its raw Grad-CAM map equals the tfjs recipe's, min-max normalised as
+    dermal normalises every map."""
     if not BUILD_DIR:
         pytest.fail("DERMAL_BUILD_DIR is not set; run bash tools/test.sh", pytrace=False)
     os.environ["DERMAL_LIBRARY"] = os.path.join(BUILD_DIR, "capi", "libdermal_c.so")
@@ -97,15 +99,19 @@ def test_through_the_library_probabilities_equal_tfjs(work):
         row = parity_row(case, work)
         with dermal.Model(row["model_path"]) as model:
             labels = model.labels
-            for pixels, logits in zip(row["pixels"], row["tfjs_logits"]):
-                result = model.predict_rgb(pixels.tobytes(), 64, 64, top_k=len(labels))
-                got = np.array([{s.label: s.probability for s in result.top}[label] for label in labels])
+            for pixels, logits, cam, target in zip(row["pixels"], row["tfjs_logits"], row["tfjs_cams"],
+                                                   row["cam_classes"]):
+                result = model.predict_rgb(pixels.tobytes(), 64, 64, cam_class=labels[target])
+                got = np.array([result.probabilities[label] for label in labels])
                 if row["output"] == "sigmoid":
                     expected = 1 / (1 + np.exp(-logits))
                 else:
                     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
                 assert np.abs(got - expected).max() <= 1e-4, (case, got, expected)
-                assert result.overlay
+                normalised = (cam - cam.min()) / (cam.max() - cam.min())
+                raw = np.asarray(result.heatmap_raw)
+                assert raw.shape == normalised.shape and not result.flat
+                assert np.abs(raw - normalised).max() <= 1e-4, case
 
 
 # ---------------------------------------------------------------- options and description
@@ -243,6 +249,25 @@ def test_refuses_layers_it_cannot_convert(entry, fragments, tmp_path):
     fixtures.write_archive(_cnn_with(entry), source, "keras3")
     out = str(tmp_path / "bad.pt")
     assert_refused(run_importer(source, out), out, *fragments)
+
+
+def test_refuses_keras3_operations_outside_layers(tmp_path):
+    """keras.applications' MobileNetV3 in Keras 3 writes x + 3.0 as an operation
+    with a constant argument: read as a one-input Add it would be silently wrong."""
+    for module, constant_args, fragments in (
+            ("keras.src.ops.numpy", [3.0], ["'add'", "keras.src.ops.numpy", "outside any layer"]),
+            ("keras.layers", [3.0], ["'add'", "constant argument", "3.0"]),
+            ("keras.layers", [], ["'add'", "at least two inputs"])):
+        m = Model("model", "Functional", (16, 16, 3))
+        Maker(0).conv(m, "conv", 4, 3, 3)
+        m.layer("Add", "add", {}, None)
+        m.entries[-1].update(module=module, constant_args=constant_args)
+        Maker.simple(m, "GlobalAveragePooling2D", "gap", data_format="channels_last", keepdims=False)
+        Maker(0).dense(m, "dense", 2, 4, activation="softmax")
+        source = str(tmp_path / "ops.keras")
+        fixtures.write_archive(m, source, "keras3")
+        out = str(tmp_path / "bad.pt")
+        assert_refused(run_importer(source, out, labels="a,b"), out, *fragments)
 
 
 def test_refuses_unknown_activation(tmp_path):
