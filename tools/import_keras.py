@@ -76,6 +76,14 @@ def _decode(value):
     return value.decode("utf8") if isinstance(value, bytes) else value
 
 
+def _major(version, default):
+    """The major number of a Keras version string such as "2.4.0"."""
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return default
+
+
 def read_keras_file(path):
     """Opens `path` as a .keras archive or a legacy .h5 file; raises Refusal."""
     try:
@@ -104,7 +112,6 @@ def _read_archive(path):
         raise Refusal(f"{path} is a truncated or corrupt .keras archive ({e})") from None
     except json.JSONDecodeError as e:
         raise Refusal(f"{path}: config.json or metadata.json is not valid JSON ({e})") from None
-    version = str(metadata.get("keras_version", "3"))
     try:
         store = h5py.File(io.BytesIO(weights_bytes), "r")
     except OSError as e:
@@ -123,7 +130,7 @@ def _read_archive(path):
             return {}
         return {int(k): np.asarray(v) for k, v in group["vars"].items()}
 
-    return KerasFile(config, int(version.split(".")[0]), weights)
+    return KerasFile(config, _major(metadata.get("keras_version"), 3), weights)
 
 
 def _read_legacy_h5(path):
@@ -139,7 +146,7 @@ def _read_legacy_h5(path):
     if "model_weights" not in store:
         raise Refusal(f"{path} has a model config but no model_weights group")
     root = store["model_weights"]
-    version = str(_decode(store.attrs.get("keras_version", root.attrs.get("keras_version", "2"))))
+    version = _decode(store.attrs.get("keras_version", root.attrs.get("keras_version", "2")))
 
     def datasets(group, prefix=()):
         for key, item in group.items():
@@ -167,7 +174,7 @@ def _read_legacy_h5(path):
             chosen[name] = np.asarray(candidates[0][1])
         return chosen
 
-    return KerasFile(config, int(version.split(".")[0]), weights)
+    return KerasFile(config, _major(version, 2), weights)
 
 
 # ---------------------------------------------------------------- the layer graph
@@ -1057,7 +1064,10 @@ def convert(keras_file, size=None):
         raise Refusal(f"the file holds a {_class_of(top)!r}, not a Sequential or Functional model "
                       "(a subclassed model cannot be converted without its Python code)")
     builder = GraphBuilder()
-    layers, input_key, output_key = builder.build(top)
+    try:
+        layers, input_key, output_key = builder.build(top)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise Refusal(f"the model config is malformed ({type(e).__name__}: {e})") from None
     layers = _topological(layers, input_key)
     if not layers or layers[-1].key != output_key:
         layers = [layer for layer in layers if layer.key != output_key] + \
@@ -1084,8 +1094,12 @@ def convert(keras_file, size=None):
                 layers[index] = layer
             else:
                 layer.config = dict(layer.config, activation="linear")
-        module, out_shape = convert_layer(layer, [shapes[s] for s in layer.inputs], stored,
-                                          keras_file.keras_major)
+        try:
+            module, out_shape = convert_layer(layer, [shapes[s] for s in layer.inputs], stored,
+                                              keras_file.keras_major)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise Refusal(f"layer {layer.name!r} ({layer.class_name}): its config is malformed "
+                          f"({type(e).__name__}: {e})") from None
         modules[layer.key] = module
         shapes[layer.key] = out_shape
     out_shape = shapes[layers[-1].key]

@@ -270,6 +270,15 @@ def test_refuses_keras3_operations_outside_layers(tmp_path):
         assert_refused(run_importer(source, out, labels="a,b"), out, *fragments)
 
 
+def test_refuses_malformed_layer_config(tmp_path):
+    m = fixtures.custom_cnn(32)
+    del m.entries[4]["config"]["filters"]  # conv2d_1
+    source = str(tmp_path / "bad.keras")
+    fixtures.write_archive(m, source, "keras3")
+    out = str(tmp_path / "bad.pt")
+    assert_refused(run_importer(source, out), out, "'conv2d_1'", "malformed", "filters")
+
+
 def test_refuses_unknown_activation(tmp_path):
     source = str(tmp_path / "bad.h5")
     fixtures.write_legacy_h5(_cnn_with(activation="swishy"), source, 2)
