@@ -230,12 +230,47 @@ def _constants(args):
     return [] if args is None else [args]
 
 
+# Arithmetic between a tensor and a number, as Keras 3 records an operator on a
+# tensor (keras.src.ops.numpy.Add for x + 3.0) and Keras 2 a TFOpLambda
+# (tf.__operators__.add with y=3.0): keras.applications' MobileNetV3 builds its
+# hard sigmoid so.
+KERAS3_SCALAR_OPS = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply",
+                     "Divide": "divide", "TrueDivide": "divide"}
+TF_SCALAR_OPS = {"__operators__.add": "add", "math.add": "add", "math.subtract": "subtract",
+                 "math.multiply": "multiply", "math.truediv": "divide", "math.divide": "divide"}
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _scalar_op(entry, name):
+    """(op, constant, tensor_first) if `entry` is tensor-and-number arithmetic
+    recorded outside a layer; None if it is a layer; Refusal for other operations."""
+    module = entry.get("module") or ""
+    node = (entry.get("inbound_nodes") or [None])[0]
+    if module.startswith(("keras.src.ops", "keras.ops")):
+        op = KERAS3_SCALAR_OPS.get(_class_of(entry))
+        args = node.get("args", []) if isinstance(node, dict) else []
+        numbers = [a for a in args if _is_number(a)]
+        if op is None or len(args) != 2 or len(numbers) != 1:
+            raise Refusal(f"layer {name!r}: {_class_of(entry)} from {module} is an operation applied "
+                          "to a tensor outside any layer; only arithmetic between one tensor and "
+                          "one number is supported")
+        return op, float(numbers[0]), _is_number(args[1])
+    if _class_of(entry) == "TFOpLambda":
+        function = _config_of(entry).get("function")
+        kwargs = node[0][3] if node and len(node) == 1 and len(node[0]) > 3 else {}
+        constant = kwargs.get("y") if isinstance(kwargs, dict) else None
+        if function not in TF_SCALAR_OPS or not _is_number(constant):
+            raise Refusal(f"layer {name!r} (TFOpLambda): the TensorFlow operation {function!r} "
+                          "is not supported (only tensor-and-number add, subtract, multiply, divide)")
+        return TF_SCALAR_OPS[function], float(constant), True
+    return None
+
+
 def _inbound_layer_names(entry):
     name = entry.get("name") or _config_of(entry).get("name")
-    module = entry.get("module") or ""
-    if module.startswith(("keras.src.ops", "keras.ops")):
-        raise Refusal(f"layer {name!r}: {entry.get('class_name')} from {module} is an operation "
-                      "applied to a tensor outside any layer (e.g. x + 3.0); only layers are supported")
     nodes = entry.get("inbound_nodes") or []
     if len(nodes) > 1:
         raise Refusal(f"layer {name!r} is called {len(nodes)} times (a shared layer); "
@@ -245,7 +280,7 @@ def _inbound_layer_names(entry):
     node = nodes[0]
     if isinstance(node, dict):  # Keras 3
         constants = _constants(node.get("args", []))
-        if constants:
+        if constants and _scalar_op(entry, name) is None:
             raise Refusal(f"layer {name!r} is called with the constant argument(s) {constants[:3]}; "
                           "only tensors are supported")
         return [ref[0] for ref in _history_refs(node.get("args", []))]
@@ -322,6 +357,11 @@ class GraphBuilder:
             if missing or not sources:
                 raise Refusal(f"layer {name!r} in model {model_name!r} takes "
                               f"{missing or 'no'} input(s) the importer cannot place")
+            scalar = _scalar_op(entry, name)
+            if scalar:
+                op, constant, tensor_first = scalar
+                entry = {"class_name": "ScalarOperation", "name": name,
+                         "config": {"name": name, "op": op, "constant": constant, "tensor_first": tensor_first}}
             keys[name] = self._add(entry, nesting, [keys[s] for s in sources])
         return keys[outputs[0][0]]
 
@@ -917,6 +957,31 @@ def convert_normalization(layer, shapes, stored, keras_major):
     return Affine(1.0 / divisor, -mean / divisor, len(shape) + 1), list(shape)
 
 
+class ScalarOperation(nn.Module):
+    """x + c, x - c, c - x, x * c, x / c or c / x."""
+
+    def __init__(self, op, constant, tensor_first):
+        super().__init__()
+        self.op = op
+        self.constant = constant
+        self.tensor_first = tensor_first
+
+    def forward(self, x):
+        c = self.constant
+        if self.op == "add":
+            return x + c
+        if self.op == "multiply":
+            return x * c
+        if self.op == "subtract":
+            return x - c if self.tensor_first else c - x
+        return x / c if self.tensor_first else c / x
+
+
+def convert_scalar_operation(layer, shapes, stored, keras_major):
+    config = layer.config
+    return ScalarOperation(config["op"], config["constant"], config["tensor_first"]), list(shapes[0])
+
+
 class Identity(nn.Module):
     def forward(self, x):
         return x
@@ -950,6 +1015,7 @@ CONVERTERS = {
     "Concatenate": convert_concatenate,
     "Reshape": convert_reshape, "Flatten": convert_flatten,
     "Rescaling": convert_rescaling, "Normalization": convert_normalization,
+    "ScalarOperation": convert_scalar_operation,
 }
 for _name in INERT_AT_INFERENCE:
     CONVERTERS[_name] = convert_identity
@@ -960,7 +1026,6 @@ ALIASES = {"MaxPool2D": "MaxPooling2D", "AvgPool2D": "AveragePooling2D",
 REFUSED_WHY = {
     "Lambda": "a Lambda layer holds Python bytecode, which the importer never runs; "
               "rebuild the model with built-in layers",
-    "TFOpLambda": "a TensorFlow operation recorded as a layer (TFOpLambda) is not supported",
     "SlicingOpLambda": "a TensorFlow slicing operation recorded as a layer is not supported",
     "KerasLayer": "a TensorFlow Hub KerasLayer wraps a SavedModel the importer cannot read",
 }

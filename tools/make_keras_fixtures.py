@@ -411,10 +411,11 @@ def model_config(model, style, nested=False):
         item["name"] = entry["name"]
         if model.kind == "Functional":
             if style == "keras3":
-                args = [_tensor_v3(n) for n in entry["inputs"]] + entry.get("constant_args", [])
-                item["inbound_nodes"] = [{"args": [args] if len(args) > 1 else args, "kwargs": {}}]
+                tensors = [_tensor_v3(n) for n in entry["inputs"]]
+                args = ([tensors] if len(tensors) > 1 else tensors) + entry.get("constant_args", [])
+                item["inbound_nodes"] = [{"args": args, "kwargs": {}}]
             else:
-                item["inbound_nodes"] = [[[n, 1 if is_nested_model.get(n) else 0, 0, {}]
+                item["inbound_nodes"] = [[[n, 1 if is_nested_model.get(n) else 0, 0, entry.get("call_kwargs", {})]
                                           for n in entry["inputs"]]]
         layers.append(item)
     if model.kind == "Sequential":

@@ -251,11 +251,48 @@ def test_refuses_layers_it_cannot_convert(entry, fragments, tmp_path):
     assert_refused(run_importer(source, out), out, *fragments)
 
 
+def _hard_sigmoid_model(style):
+    """x -> (x + 3) -> ReLU(6) -> x * (1/6) as keras.applications' MobileNetV3
+    writes it (Keras 3: operations on tensors; Keras 2: TFOpLambda), then GAP
+    and an identity Dense."""
+    m = Model("model", "Functional", (8, 8, 3))
+    for name, function, keras3_class, constant in (("add", "__operators__.add", "Add", 3.0),
+                                                   ("relu", None, None, None),
+                                                   ("multiply", "math.multiply", "Multiply", 1.0 / 6.0)):
+        if function is None:
+            Maker.simple(m, "ReLU", name, max_value=6.0, negative_slope=0.0, threshold=0.0)
+        elif style == "keras3":
+            m.layer(keras3_class, name, {}, None)
+            m.entries[-1].update(module="keras.src.ops.numpy", constant_args=[constant])
+        else:
+            m.layer("TFOpLambda", name, {"function": function}, None)
+            m.entries[-1].update(call_kwargs={"y": constant, "name": None})
+    Maker.simple(m, "GlobalAveragePooling2D", "gap", data_format="channels_last", keepdims=False)
+    m.layer("Dense", "dense", {"units": 3, "activation": "linear", "use_bias": True}, None,
+            [("kernel", np.eye(3, dtype=np.float32), True), ("bias", np.zeros(3, np.float32), True)])
+    return m
+
+
+@pytest.mark.parametrize("style", ["keras3", "keras2"])
+def test_tensor_and_number_arithmetic_outside_layers(style, tmp_path):
+    source = str(tmp_path / "ops.keras")
+    if style == "keras3":
+        fixtures.write_archive(_hard_sigmoid_model(style), source, "keras3")
+    else:
+        fixtures.write_legacy_h5(_hard_sigmoid_model(style), source, 2)
+    out = str(tmp_path / "ops.pt")
+    result = run_importer(source, out, labels="r,g,b")
+    assert result.returncode == 0, result.stderr
+    x = np.random.default_rng(0).uniform(-8, 8, (1, 8, 8, 3)).astype(np.float32)
+    got = torch.jit.load(out)(torch.from_numpy(x).permute(0, 3, 1, 2))[0].numpy()
+    np.testing.assert_allclose(got, (np.clip(x + 3, 0, 6) / 6).mean(axis=(1, 2))[0], atol=1e-5)
+
+
 def test_refuses_keras3_operations_outside_layers(tmp_path):
-    """keras.applications' MobileNetV3 in Keras 3 writes x + 3.0 as an operation
-    with a constant argument: read as a one-input Add it would be silently wrong."""
+    """Other operations on tensors, and constants passed to layers, are refused:
+    read as a one-input Add they would be silently wrong."""
     for module, constant_args, fragments in (
-            ("keras.src.ops.numpy", [3.0], ["'add'", "keras.src.ops.numpy", "outside any layer"]),
+            ("keras.src.ops.numpy", [3.0, 2.0], ["'add'", "keras.src.ops.numpy", "outside any layer"]),
             ("keras.layers", [3.0], ["'add'", "constant argument", "3.0"]),
             ("keras.layers", [], ["'add'", "at least two inputs"])):
         m = Model("model", "Functional", (16, 16, 3))
