@@ -314,6 +314,53 @@ def efficientnet_v2_s(size, seed=3):
     return m
 
 
+def resnet50_backbone(k, size):
+    """keras.applications.ResNet50(include_top=False) as a Functional model."""
+    m = Model("resnet50", "Functional", (size, size, 3))
+    eps = 1.001e-5
+    k.simple(m, "ZeroPadding2D", "conv1_pad", padding=[[3, 3], [3, 3]], data_format="channels_last")
+    k.conv(m, "conv1_conv", 64, 7, 3, strides=2, padding="valid", gain=1.0 / 128.0)
+    k.bn(m, "conv1_bn", 64, eps)
+    k.simple(m, "Activation", "conv1_relu", activation="relu")
+    k.simple(m, "ZeroPadding2D", "pool1_pad", padding=[[1, 1], [1, 1]], data_format="channels_last")
+    k.simple(m, "MaxPooling2D", "pool1_pool", pool_size=[3, 3], strides=[2, 2], padding="valid",
+             data_format="channels_last")
+    channels = 64
+    for stack, (filters, blocks, stride) in enumerate([(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]):
+        for block in range(blocks):
+            name = f"conv{stack + 2}_block{block + 1}_"
+            block_input = m.last
+            s_ = stride if block == 0 else 1
+            if block == 0:
+                shortcut = k.conv(m, name + "0_conv", 4 * filters, 1, channels, strides=s_, padding="valid",
+                                  inputs=block_input)
+                shortcut = k.bn(m, name + "0_bn", 4 * filters, eps)
+            else:
+                shortcut = block_input
+            k.conv(m, name + "1_conv", filters, 1, channels, strides=s_, padding="valid", inputs=block_input)
+            k.bn(m, name + "1_bn", filters, eps)
+            k.simple(m, "Activation", name + "1_relu", activation="relu")
+            k.conv(m, name + "2_conv", filters, 3, filters, padding="same")
+            k.bn(m, name + "2_bn", filters, eps)
+            k.simple(m, "Activation", name + "2_relu", activation="relu")
+            k.conv(m, name + "3_conv", 4 * filters, 1, filters, padding="valid")
+            k.bn(m, name + "3_bn", 4 * filters, eps, gamma=(0.2, 0.5))
+            k.simple(m, "Add", name + "add", inputs=[shortcut, name + "3_bn"])
+            k.simple(m, "Activation", name + "out", activation="relu")
+            channels = 4 * filters
+    return m
+
+
+def resnet50(size, seed=5):
+    """ResNet50 backbone (caffe preprocessing done by the app), GAP, Dense(7, softmax)."""
+    k = Maker(seed)
+    m = Model("model", "Functional", (size, size, 3))
+    m.nest(resnet50_backbone(k, size))
+    k.simple(m, "GlobalAveragePooling2D", "avg_pool", data_format="channels_last", keepdims=False)
+    k.dense(m, "predictions", 7, 2048, activation="softmax", gain=2.0)
+    return m
+
+
 def coverage(size, seed=4):
     """Layers no other family uses: SeparableConv2D, Concatenate, depth
     multiplier 2, dilation, AveragePooling2D and MaxPooling2D with asymmetric
@@ -352,6 +399,7 @@ FAMILIES = {
     "teachable_machine": (teachable_machine, ("keras2.h5", "keras3.keras")),
     "efficientnet_v2_s": (efficientnet_v2_s, ("keras3.keras", "keras2.h5")),
     "coverage": (coverage, ("keras3.keras", "tf213.keras", "keras2.h5", "keras3.h5")),
+    "resnet50": (resnet50, ("keras3.keras", "keras2.h5")),
 }
 
 

@@ -29,12 +29,13 @@ import dermal_model  # noqa: E402
 import import_keras  # noqa: E402
 import make_keras_fixtures  # noqa: E402
 
-# family -> (Keras layer for Grad-CAM, pixel scale and offset the app applies, photos)
+# family -> (Keras layer for Grad-CAM, pixel scale and offset the app applies)
 FAMILY_SETUP = {
     "custom_cnn": ("conv2d_2", 1.0, 0.0),
     "teachable_machine": ("out_relu", 1.0 / 127.5, -1.0),
     "efficientnet_v2_s": ("top_conv", 1.0, 0.0),
     "coverage": ("pad", 1.0, 0.0),
+    "resnet50": ("conv5_block3_out", 1.0, -120.0),
 }
 SMALL = 64
 PHOTOS_SMALL = 3
