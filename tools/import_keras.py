@@ -5,7 +5,7 @@
         (--labels a,b,c | --labels-file labels.txt) --out model.pt \
         [--size 300 | --width W --height H] [--cam-layer top_conv]
         [--resample lanczos] [--resize stretch|center_crop|fit]
-        [--scale 0.00784313725490196 --offset -1 | --mean R,G,B --std R,G,B]
+        [--scale 0.00784313725490196 --offset -1 | --mean R,G,B --std R,G,B] [--bgr]
 
 Reads the file with h5py and zipfile only (no TensorFlow, no Keras, no stored
 Python code is ever run): the Keras 3 `.keras` archive, the `.keras` archive of
@@ -20,7 +20,8 @@ description's "output", so that Grad-CAM differentiates the logit.
 Preprocessing layers inside the model (Rescaling, Normalization) stay in the
 model; options describe only what the app did outside it, which the library
 then repeats: resize to the model's input size with --resample and --resize,
-then (pixel * scale + offset), or (pixel / 255 - mean) / std with --mean/--std.
+then (pixel * scale + offset), or (pixel / 255 - mean) / std with --mean/--std,
+with the channels reversed first for --bgr.
 The default feeds raw 0-255 pixel values, as keras.applications models expect.
 
 Refusals (a layer the importer cannot convert exactly, missing or mis-shaped
@@ -1196,6 +1197,11 @@ def convert(keras_file, size=None):
     return network.eval(), names, keras_names, output_activation, (height, width), ranks
 
 
+class ReverseChannels(nn.Module):
+    def forward(self, x):
+        return x.flip(1)
+
+
 def trace_stages(network, names, height, width):
     """The network with every stage replaced by its torch.jit.trace (a Stage's
     list-driven forward is not scriptable; its trace is the plain op graph)."""
@@ -1248,8 +1254,8 @@ def preprocessing(args):
             raise Refusal("--std values must be positive")
         return 1.0 / 255.0, mean, std
     scale = 1.0 if args.scale is None else args.scale
-    offset = 0.0 if args.offset is None else args.offset
-    return scale, [-offset] * 3, [1.0] * 3
+    offset = _three(args.offset or "0", "--offset")
+    return scale, [-o for o in offset], [1.0] * 3
 
 
 def import_model(args):
@@ -1289,6 +1295,9 @@ def import_model(args):
             output=output or "softmax", resample=args.resample)
     except ValueError as e:
         raise Refusal(str(e)) from None
+    if args.bgr:  # the app reverses the channels (caffe mode); the library feeds RGB
+        first = getattr(network, names[0])
+        setattr(network, names[0], nn.Sequential(ReverseChannels(), first))
     traced = trace_stages(network, names, height, width)
     directory = os.path.dirname(os.path.abspath(args.out))
     handle, temporary = tempfile.mkstemp(prefix=".import_keras-", suffix=".pt", dir=directory)
@@ -1335,9 +1344,13 @@ def parse_args(argv):
                              "or ImageOps.fit (default stretch)")
     parser.add_argument("--scale", type=float, help="the app feeds pixel * scale + offset "
                         "(default: raw 0-255 values, scale 1, offset 0)")
-    parser.add_argument("--offset", type=float)
+    parser.add_argument("--offset", help="a number, or R,G,B")
     parser.add_argument("--mean", help="the app feeds (pixel / 255 - mean) / std: R,G,B")
     parser.add_argument("--std", help="R,G,B (with --mean)")
+    parser.add_argument("--bgr", action="store_true",
+                        help="the app feeds the channels in BGR order (the caffe-mode preprocess_input "
+                             "of ResNet50 and VGG: --bgr --offset=-123.68,-116.779,-103.939); "
+                             "--offset, --mean and --std stay in RGB order")
     args = parser.parse_args(argv)
     for option in ("size", "width", "height"):
         value = getattr(args, option)

@@ -192,6 +192,23 @@ def test_activations_as_keras_defines_them(activation, writer, formula, tmp_path
     np.testing.assert_allclose(got, formula(x.astype(np.float64)).mean(axis=(1, 2))[0], atol=1e-5)
 
 
+def test_bgr_reverses_the_channels_after_rgb_offsets(tmp_path):
+    """Caffe mode: the model sees bgr(pixel) - [103.939, 116.779, 123.68]; dermal
+    subtracts the RGB offsets and the imported model reverses the channels."""
+    source = str(tmp_path / "act.keras")
+    fixtures.write_archive(_activation_model("linear"), source, "keras3")
+    out = str(tmp_path / "bgr.pt")
+    result = run_importer(source, out, "--bgr", "--offset=-123.68,-116.779,-103.939", labels="b,g,r")
+    assert result.returncode == 0, result.stderr
+    spec = _stages(out)["input"]
+    assert spec["mean"] == [123.68, 116.779, 103.939] and spec["scale"] == 1.0
+    rgb = np.random.default_rng(0).uniform(0, 255, (1, 8, 8, 3)).astype(np.float32)
+    normalised = (rgb - np.array(spec["mean"], np.float32)) / np.array(spec["std"], np.float32)
+    got = torch.jit.load(out)(torch.from_numpy(normalised).permute(0, 3, 1, 2))[0].numpy()
+    keras_input = rgb[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
+    np.testing.assert_allclose(got, keras_input.mean(axis=(1, 2))[0], rtol=1e-5, atol=1e-3)
+
+
 def test_stage_names_are_sanitised_for_torchscript(tmp_path):
     k = Maker(0)
     m = Model("model", "Functional", (16, 16, 3))
