@@ -11,6 +11,7 @@ packages=(
   libtorch-dev libstb-dev catch2 libfmt-dev nlohmann-json3-dev libturbojpeg0-dev
   python3-torch python3-torchvision python3-numpy python3-pil python3-pytest python3-pip python3-setuptools
   python3-django gunicorn chromium chromium-driver python3-selenium python3-matplotlib python3-distributed
+  python3-h5py nodejs
   clang libclang-rt-dev
 )
 # Debian 12 and 13 ship different versions of LibTorch, Catch2, fmt, Python and
@@ -21,6 +22,9 @@ missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
+# npm installs the pinned TensorFlow.js of the Keras import tests (tests/keras);
+# a Node.js from elsewhere (e.g. NodeSource) brings its own npm.
+command -v npm > /dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   echo "== installing Debian packages: ${missing[*]}"
   sudo_prefix=()

@@ -20,5 +20,7 @@ echo "== unit tests under AddressSanitizer and UndefinedBehaviorSanitizer (build
   # c_abi_exports (labelled unit and capi) inspects libdermal_c.so, which is not built here.
   cd build-asan && ctest -L unit -LE capi --output-on-failure -j "$(nproc)"
 )
+echo "== TensorFlow.js for the Keras import tests (npm ci from tests/keras/package-lock.json)"
+npm ci --prefix tests/keras --no-audit --no-fund --loglevel=error
 echo "== Python tests"
 DERMAL_BUILD_DIR="$PWD/build" /usr/bin/python3 -m pytest -q tests/python
