@@ -101,7 +101,7 @@ def test_through_the_library_probabilities_and_gradcam_equal_tfjs(work):
             labels = model.labels
             for pixels, logits, cam, target in zip(row["pixels"], row["tfjs_logits"], row["tfjs_cams"],
                                                    row["cam_classes"]):
-                result = model.predict_rgb(pixels.tobytes(), 64, 64, cam_class=labels[target])
+                result = model.predict(np.ascontiguousarray(pixels, dtype=np.uint8), cam_class=labels[target])
                 got = np.array([result.probabilities[label] for label in labels])
                 if row["output"] == "sigmoid":
                     expected = 1 / (1 + np.exp(-logits))
@@ -109,8 +109,9 @@ def test_through_the_library_probabilities_and_gradcam_equal_tfjs(work):
                     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
                 assert np.abs(got - expected).max() <= 1e-4, (case, got, expected)
                 normalised = (cam - cam.min()) / (cam.max() - cam.min())
-                raw = np.asarray(result.heatmap_raw)
-                assert raw.shape == normalised.shape and not result.flat
+                explanation = result.explanations[0]
+                raw = explanation.heatmap
+                assert raw.shape == normalised.shape and not explanation.flat
                 assert np.abs(raw - normalised).max() <= 1e-4, case
 
 
