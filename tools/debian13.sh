@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Runs dermal's tests on Debian 13 "trixie" (LibTorch 2.6, Catch2 3, fmt 10,
+# Python 3.13, Django 4.2) in a chroot, from a Debian 12 or 13 host, as root:
+#   bash tools/debian13.sh              # C++ and Python suites, then the cross-release check
+#   bash tools/debian13.sh --benchmark  # benchmarks/run.sh in the chroot instead
+#                                       # (on the host's reference exports in build/, if any)
+#
+# The root file system is made by debootstrap (from the host's Debian mirror)
+# and cached in $DERMAL_TRIXIE_ROOT (default /var/cache/dermal/trixie-root);
+# it is made again when missing or broken. Each run copies the repository's
+# tracked files into it (never the host's build directories) and runs
+# tools/test.sh there (every test, the headless-browser one included), which
+# installs what is missing with tools/setup.sh.
+#
+# Cross-release check: model files exported here on the host and in the
+# chroot (tools/make_release_models.py) are loaded on the other release by
+# tests/cross_release. Full output goes to build/debian13/*.log; a failing
+# step prints its tail.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+root=${DERMAL_TRIXIE_ROOT:-/var/cache/dermal/trixie-root}
+logs=$repo/build/debian13
+mode=${1:-tests}
+[[ $mode == tests || $mode == --benchmark ]] || { echo "usage: bash tools/debian13.sh [--benchmark]" >&2; exit 2; }
+[[ $(id -u) -eq 0 ]] || { echo "tools/debian13.sh needs root (debootstrap, mount, chroot)" >&2; exit 1; }
+mkdir -p "$logs" "$(dirname "$root")"
+
+# Runs a step with its output in $logs/NAME.log; on failure prints the tail and stops.
+step() {
+  local name=$1 started=$SECONDS
+  shift
+  if "$@" > "$logs/$name.log" 2>&1; then
+    echo "   $name: ok ($((SECONDS - started)) s)"
+  else
+    echo "   $name: FAILED ($((SECONDS - started)) s); last lines of $logs/$name.log:"
+    tail -n 60 "$logs/$name.log" | sed 's/^/     | /'
+    exit 1
+  fi
+}
+
+# One run at a time per root.
+exec 9> "$root.lock"
+flock 9
+
+mounted_under_root() { findmnt -rn -o TARGET | grep -E "^$root(/|$)" || true; }
+unmount_root() {
+  local target
+  for target in $(mounted_under_root | sort -r); do umount -l "$target" 2> /dev/null || true; done
+}
+trap unmount_root EXIT
+unmount_root
+
+# The host's Debian mirror, as apt itself reads the sources (both formats).
+debian_mirror() {
+  local codename mirror
+  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  mirror=$(apt-get indextargets --format '$(REPO_URI)' 'Identifier: Packages' 'Origin: Debian' \
+             "Codename: $codename" 2> /dev/null | grep -v -- '-security' | head -n 1)
+  echo "${mirror:-http://deb.debian.org/debian/}"
+}
+
+root_is_usable() {
+  [[ -f $root/etc/dermal-trixie-root ]] && chroot "$root" /bin/true 2> /dev/null &&
+    [[ -z $(chroot "$root" dpkg --audit 2> /dev/null) ]]
+}
+
+make_root() {
+  command -v debootstrap > /dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap
+  if [[ -n $(mounted_under_root) ]]; then
+    echo "still mounted under $root, not removing it:" >&2
+    mounted_under_root >&2
+    return 1
+  fi
+  rm -rf "$root" "$root.partial"
+  debootstrap --variant=minbase trixie "$root.partial" "$(debian_mirror)"
+  echo "made by tools/debian13.sh on $(date -u +%FT%TZ)" > "$root.partial/etc/dermal-trixie-root"
+  mv "$root.partial" "$root"
+}
+
+echo "== Debian 13 root in $root"
+if root_is_usable; then
+  echo "   cached root: ok"
+else
+  step make-root make_root
+fi
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+mount -t proc proc "$root/proc"
+mount -t sysfs sysfs "$root/sys"
+mount --rbind /dev "$root/dev"
+mount --make-rslave "$root/dev"
+
+# Runs a command line in the chroot, in the repository's copy, with a clean environment.
+in_root() {
+  chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    bash -c "cd /work/dermal && $1"
+}
+
+copy_repository() {
+  rm -rf "$root/work"
+  mkdir -p "$root/work/dermal"
+  git ls-files -z | while IFS= read -r -d '' file; do [[ -e $file ]] && printf '%s\0' "$file"; done |
+    tar --null -T - -cf - | tar -xf - -C "$root/work/dermal"
+}
+step copy copy_repository
+
+if [[ $mode == --benchmark ]]; then
+  echo "== benchmarks/run.sh on Debian 13 (log: $logs/benchmark.log)"
+  step packages in_root "bash tools/setup.sh --build"
+  # The host's reference exports, if made, so that both releases time the same files.
+  mkdir -p "$root/work/dermal/build"
+  cp build/reference-effnetv2s*.pt "$root/work/dermal/build/" 2> /dev/null || true
+  step benchmark in_root "bash benchmarks/run.sh"
+  mkdir -p benchmarks/results/debian13
+  cp -r "$root/work/dermal/benchmarks/results/." benchmarks/results/debian13/
+  echo "   results copied to benchmarks/results/debian13/"
+  exit 0
+fi
+
+echo "== versions"
+step packages in_root "bash tools/setup.sh --build"
+in_root "dpkg-query -W -f '   \${Package} \${Version}\n' libtorch-dev python3-torch libcatch2-dev catch2 libfmt-dev python3-django python3 2> /dev/null | sort -u"
+
+echo "== every test, on Debian 13"
+step tests in_root "bash tools/test.sh"
+grep -E "tests passed|tests failed|passed|failed" "$logs/tests.log" | grep -E "out of|[0-9]+ passed" | sed 's/^/   /'
+
+echo "== cross-release model files"
+step host-build bash tools/setup.sh --build
+step host-models env DERMAL_BUILD_DIR="$repo/build" /usr/bin/python3 tools/make_release_models.py build/release-models
+rm -rf "$root/work/debian12-models" && cp -r build/release-models "$root/work/debian12-models"
+step trixie-models in_root "DERMAL_BUILD_DIR=build /usr/bin/python3 tools/make_release_models.py /work/debian13-models"
+rm -rf build/debian13-models && cp -r "$root/work/debian13-models" build/debian13-models
+step debian12-files-on-13 in_root \
+  "DERMAL_BUILD_DIR=build DERMAL_OTHER_RELEASE_MODELS=/work/debian12-models /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/cross_release"
+step debian13-files-on-12 env DERMAL_BUILD_DIR="$repo/build" DERMAL_OTHER_RELEASE_MODELS="$repo/build/debian13-models" \
+  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/cross_release
+for name in debian12-files-on-13 debian13-files-on-12; do
+  echo "   $name: $(grep -E '[0-9]+ passed' "$logs/$name.log" | tail -n 1)"
+done
