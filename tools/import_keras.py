@@ -1255,7 +1255,7 @@ def preprocessing(args):
         return 1.0 / 255.0, mean, std
     scale = 1.0 if args.scale is None else args.scale
     offset = _three(args.offset or "0", "--offset")
-    return scale, [-o for o in offset], [1.0] * 3
+    return scale, [0.0 - o for o in offset], [1.0] * 3  # 0.0 - o: no -0.0
 
 
 def import_model(args):
