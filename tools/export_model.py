@@ -32,8 +32,7 @@ from torch import nn
 import torchvision
 from torchvision.transforms import functional as TF
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dermal_model  # noqa: E402
+import dermal_model
 
 CALIBRATION_BATCH = 8
 AGREEMENT_SEED = 2024  # photos used neither for calibration nor elsewhere

@@ -374,7 +374,7 @@ def coverage(size, seed=4):
     a = k.separable(m, "sep", 8, 3, 8, strides=2, multiplier=2)
     b = k.depthwise(m, "dw", 5, 8, strides=2, multiplier=2, use_bias=True, inputs=stem)
     c = k.conv(m, "dilated", 16, 3, 16, dilation=2, activation="tanh", inputs=b)
-    cat = k.simple(m, "Concatenate", "concat", inputs=[a, c], axis=-1)
+    k.simple(m, "Concatenate", "concat", inputs=[a, c], axis=-1)
     k.simple(m, "ReLU", "relu4", max_value=4.0, negative_slope=0.0, threshold=0.0)
     avg = k.simple(m, "AveragePooling2D", "avg", pool_size=[3, 3], strides=[2, 2], padding="same",
                    data_format="channels_last")

@@ -13,8 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import dermal_model  # noqa: E402
+import dermal_model
 import make_cam_fixtures  # noqa: E402  (each CAM variant written from its paper)
 
 LABELS = ["akiec", "bcc", "mel", "nv", "vasc"]

@@ -17,7 +17,6 @@ the masks that puts the true class's CAM maximum inside the lesion.
 """
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
@@ -26,9 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import dermal_model  # noqa: E402
-import lesions  # noqa: E402
+import dermal_model
+import lesions
 
 CLASSES = lesions.CLASSES
 SIZE = 128

@@ -1,6 +1,11 @@
-"""Puts tools/ on sys.path so tests can import lesions and dermal_model."""
-import os
-import sys
+"""Marks every test with its area, the folder it is in (pytest -m tools, -m "not web")."""
+import pathlib
 
-TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools")
-sys.path.insert(0, os.path.abspath(TOOLS))
+import pytest
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(getattr(pytest.mark, pathlib.Path(str(item.fspath)).parent.name))
+        if pathlib.Path(str(item.fspath)).name == "test_browser.py":
+            item.add_marker(pytest.mark.browser)

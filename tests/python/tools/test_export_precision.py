@@ -14,7 +14,7 @@ from torchvision.transforms import functional as TF
 import dermal_model
 import lesions
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
 EXPORT = os.path.join(ROOT, "tools", "export_model.py")
 CLASSIFY = os.path.join(os.environ.get("DERMAL_BUILD_DIR", os.path.join(ROOT, "build")), "examples", "dermal-classify")
 LABELS = "akiec,bcc,bkl,df,mel,nv,vasc"

@@ -6,11 +6,9 @@ from one description (tools/make_keras_fixtures.py), import the Keras file and
 compare logits and the Grad-CAM recipe of Keras apps with tfjs-layers
 (tests/keras, installed by `npm ci --prefix tests/keras`).
 """
-import json
 import os
 import subprocess
 import sys
-import zipfile
 
 import h5py
 import numpy as np

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 BUILD = os.environ.get("DERMAL_BUILD_DIR", os.path.join(ROOT, "build"))
 LIBRARY = os.path.join(BUILD, "capi", "libdermal_c.so")
 SAMPLE = os.path.join(ROOT, "examples", "data", "samples", "melanoma_1.jpg")

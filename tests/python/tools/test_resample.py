@@ -17,7 +17,7 @@ from torch import nn
 import dermal_model
 import lesions
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 BUILD_DIR = os.environ.get("DERMAL_BUILD_DIR", "")
 LABELS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 WIDTH, HEIGHT, SHORTER = 56, 40, 64  # not the photo's 4:3, so fit cuts a fractional box

@@ -9,7 +9,7 @@ from PIL import Image
 import dermal_model
 import lesions
 
-MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
                      "examples", "data", "demo-model.pt")
 STAGES = ["features.0", "features.1", "features.2", "features.3", "features.4", "head"]
 

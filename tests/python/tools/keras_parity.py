@@ -8,7 +8,7 @@ and the TensorFlow.js model from one description (tools/make_keras_fixtures.py),
 imports the Keras file with tools/import_keras.py, and compares on seeded
 photos the logits and the Grad-CAM map of the imported TorchScript file (run
 stage by stage, as the library does) with those of tfjs-layers
-(tests/keras/run_tfjs.js). Prints the table; tests/python/test_keras_import.py
+(tests/keras/run_tfjs.js). Prints the table; tests/python/tools/test_keras_import.py
 asserts on the same rows.
 """
 import argparse
@@ -21,12 +21,11 @@ import tempfile
 import numpy as np
 import torch
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 TOOLS = os.path.join(ROOT, "tools")
 TFJS_DIR = os.path.join(ROOT, "tests", "keras")
 sys.path.insert(0, TOOLS)
 import dermal_model  # noqa: E402
-import import_keras  # noqa: E402
 import make_keras_fixtures  # noqa: E402
 
 # family -> (Keras layer for Grad-CAM, pixel scale and offset the app applies)

@@ -9,8 +9,7 @@ import torch
 from torch import nn
 import torchvision
 
-TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools")
-sys.path.insert(0, TOOLS)
+TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools")
 import dermal_model  # noqa: E402
 
 EXPORT = os.path.join(TOOLS, "export_model.py")

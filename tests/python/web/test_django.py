@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 BUILD = os.environ.get("DERMAL_BUILD_DIR", os.path.join(ROOT, "build"))
 LIBRARY = os.path.join(BUILD, "capi", "libdermal_c.so")
 DEMO_MODEL = os.path.join(ROOT, "examples", "data", "demo-model.pt")

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 PACKAGE_DIR = os.path.join(ROOT, "capi", "python")
 BUILD_DIR = os.environ.get("DERMAL_BUILD_DIR", "")
 LIBRARY = os.path.join(BUILD_DIR, "capi", "libdermal_c.so")

@@ -19,7 +19,7 @@ import numpy
 import pytest
 from PIL import Image
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 PACKAGE_DIR = os.path.join(ROOT, "capi", "python")
 BUILD_DIR = os.environ.get("DERMAL_BUILD_DIR", "")
 LIBRARY = os.path.join(BUILD_DIR, "capi", "libdermal_c.so")
