@@ -1,23 +1,67 @@
 // dermal::Model: the model file, its network loaded once (eagerly or at the
-// first request), and the inference threads requests run on.
+// first request), and the gate that bounds how many requests run at once.
 #include <fmt/format.h>
 #include <ATen/Parallel.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <mutex>
 
 #include "dermal/dermal.hpp"
 #include "model/allocator.hpp"
-#include "model/inference_threads.hpp"
 #include "model/network.hpp"
 #include "model/predict.hpp"
 #include "model/torch_errors.hpp"
 
 namespace dermal {
 
+namespace {
+
+// Bounds how many predictions run at once; a waiter gives up after a timeout.
+class InferenceSlots {
+ public:
+  explicit InferenceSlots(int limit) : free_(limit) {}
+
+  // Takes a slot, or throws Error(busy) after timeout_ms.
+  void acquire(int timeout_ms) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!freed_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return free_ > 0; }))
+      throw Error(ErrorCode::busy, fmt::format("no inference slot became free within {} ms", timeout_ms));
+    --free_;
+  }
+
+  void release() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++free_;
+    }
+    freed_.notify_one();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable freed_;
+  int free_;
+};
+
+// Holds one inference slot for its lifetime.
+class SlotGuard {
+ public:
+  SlotGuard(InferenceSlots& slots, int timeout_ms) : slots_(slots) { slots_.acquire(timeout_ms); }
+  ~SlotGuard() { slots_.release(); }
+  SlotGuard(const SlotGuard&) = delete;
+  SlotGuard& operator=(const SlotGuard&) = delete;
+
+ private:
+  InferenceSlots& slots_;
+};
+
+}  // namespace
+
 struct Model::Impl {
   Impl(std::string path, LoadOptions options)
       : path(std::move(path)), options(std::move(options)),
-        threads(this->options.max_concurrent, this->options.queue_timeout_ms) {}
+        slots(this->options.max_concurrent) {}
 
   const std::string path;
   const LoadOptions options;
@@ -25,7 +69,7 @@ struct Model::Impl {
   std::shared_ptr<const Network> network;  // requests in flight keep their own reference
   std::vector<std::string> labels;         // kept after unload()
   int load_count = 0;
-  InferenceThreads threads;                // last: joined before the rest is destroyed
+  InferenceSlots slots;
 
   // The loaded network, loading it first if needed.
   std::shared_ptr<const Network> acquire() {
@@ -44,38 +88,22 @@ struct Model::Impl {
     return network;
   }
 
-  // The loaded network, loaded on an inference thread if need be: the load's
-  // transient copies and the requests then share that thread's malloc arena,
-  // so a request reuses what the load freed (reference model: peak 344 ->
-  // 320 MB against loading on the host's thread). For host-facing calls only:
-  // on an inference thread, call acquire().
-  std::shared_ptr<const Network> acquire_from_host() {
-    {
-      std::lock_guard<std::mutex> lock(mutex);
-      if (network) return network;
-    }
-    std::shared_ptr<const Network> loaded;
-    threads.run([&] { loaded = acquire(); });
-    return loaded;
-  }
-
-  // Runs the request on an inference thread; `decode` makes the photo there.
+  // Runs the request on the calling thread once a slot is free; `decode` makes the photo.
   template <typename Decode>
   Prediction predict(const PredictOptions& predict_options, Decode&& decode) {
     check_options(predict_options);
     const bool explain = predict_options.explain.value_or(options.explain);
     if (explain && !options.explain)
       throw Error(ErrorCode::explain_disabled, "explain was switched off when this model was loaded");
-    Prediction prediction;
-    threads.run([&] { prediction = predict_photo(*acquire(), decode(), predict_options, explain); });
-    return prediction;
+    SlotGuard slot(slots, options.queue_timeout_ms);
+    return predict_photo(*acquire(), decode(), predict_options, explain);
   }
 };
 
 Model::Model(std::string path, LoadOptions options) {
   check_options(options);
   impl_ = std::make_unique<Impl>(std::move(path), std::move(options));
-  if (impl_->options.preload) impl_->acquire_from_host();
+  if (impl_->options.preload) impl_->acquire();
 }
 
 Model::~Model() = default;
@@ -95,7 +123,7 @@ Prediction Model::predict(const Image& photo, const PredictOptions& options) {
   return impl_->predict(options, [&]() -> const Image& { return photo; });
 }
 
-void Model::load() { impl_->acquire_from_host(); }
+void Model::load() { impl_->acquire(); }
 
 void Model::unload() {
   std::shared_ptr<const Network> released;
@@ -122,11 +150,11 @@ const std::vector<std::string>& Model::labels() {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     if (!impl_->labels.empty()) return impl_->labels;
   }
-  impl_->acquire_from_host();
+  impl_->acquire();
   return impl_->labels;
 }
 
-ModelDescription Model::description() { return impl_->acquire_from_host()->description; }
+ModelDescription Model::description() { return impl_->acquire()->description; }
 
 std::string Model::cam_layer() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);

@@ -55,12 +55,9 @@ Prediction predict_photo(const Network& network, const Image& photo, const Predi
     const bool needs_gradient = explain && options.cam_method != CamMethod::eigencam;
     if (explain) {
       {
-        // InferenceMode, not just NoGradGuard: LibTorch 2.6 (Debian 13) asserts
-        // on some optimised (oneDNN) stages run with autograd's dispatch keys.
-        c10::InferenceMode inference;
+        torch::NoGradGuard no_grad;  // not InferenceMode: the activation must be able to require grad
         activation = run_stages(network.before, x);
       }
-      activation = activation.clone();  // an inference tensor cannot require grad; its copy can
       torch::AutoGradMode record(needs_gradient);  // only the stages after the CAM layer are recorded
       activation.requires_grad_(needs_gradient);
       logits = run_stages(network.after, activation);
