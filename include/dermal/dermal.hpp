@@ -7,8 +7,13 @@
 //
 // The scores are a model's output, not a diagnosis.
 //
-// Threads: a Model may be shared by any number of threads; predict() runs
-// on the calling thread, at most LoadOptions::max_concurrent at once.
+// Threads: a Model owns its inference threads (LoadOptions::max_concurrent,
+// started at the first prediction). predict() may be called from any number
+// of threads: it hands the request to one of the model's threads and waits.
+// fork(): a model loaded before fork() serves in the children (a pre-forking
+// server's workers share its weights copy-on-write). fork() waits until no
+// request or load is running, and each child starts its own inference
+// threads; a model not yet loaded loads in each child on its own.
 // Every failure is reported by throwing dermal::Error with a code and a
 // message that names what was wrong.
 #pragma once
@@ -38,7 +43,7 @@ enum class ErrorCode : int {
   out_of_memory = 10,
   internal = 11,           // an unexpected failure inside LibTorch or dermal
   explain_disabled = 12,   // a heatmap was asked of a model loaded with explain off
-  busy = 13,               // no inference slot became free within the queue timeout
+  busy = 13,               // no inference thread took the request within the queue timeout
 };
 
 // The code's name, e.g. "invalid_image"; "unknown" for a number outside the enum.
@@ -121,11 +126,12 @@ struct LoadOptions {
   std::string cam_layer;      // empty: the description's cam_layer
   bool explain = true;        // false: no heatmaps ever (every stage optimised, less memory)
   DecodeOptions decode;       // limits applied to every photo
-  // At most this many predictions run at once (at least 1); the others wait
-  // for a slot. The peak is about idle + max_concurrent x one request, plus
-  // what the calling threads' malloc arenas keep (see the README).
+  // The model's own inference threads: at most this many predictions run at
+  // once, and per-thread scratch memory exists only on them, so the peak is
+  // about idle + max_concurrent x one request whatever the host's threads.
   int max_concurrent = 1;
-  // A request that no slot has taken within this time fails with ErrorCode::busy.
+  // A request that no inference thread has taken within this time fails with
+  // ErrorCode::busy.
   int queue_timeout_ms = 30000;
   // Process-wide, opt-in: sets glibc's M_MMAP_THRESHOLD to 128 KiB while
   // loading (freed copies of weights go back to the system at once: reference
@@ -195,6 +201,7 @@ class Model {
  public:
   // Opens (and with preload, loads) a dermal model file; throws Error.
   explicit Model(std::string path, LoadOptions options = {});
+  // Waits for predictions in flight, then stops the inference threads.
   ~Model();
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;

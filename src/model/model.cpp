@@ -1,14 +1,16 @@
 // dermal::Model: the model file, its network loaded once (eagerly or at the
-// first request), and the gate that bounds how many requests run at once.
+// first request), the inference threads requests run on, and what keeps a
+// loaded model usable in a child of fork().
 #include <fmt/format.h>
+#include <pthread.h>
 #include <ATen/Parallel.h>
 
-#include <chrono>
-#include <condition_variable>
+#include <map>
 #include <mutex>
 
 #include "dermal/dermal.hpp"
 #include "model/allocator.hpp"
+#include "model/inference_threads.hpp"
 #include "model/network.hpp"
 #include "model/predict.hpp"
 #include "model/torch_errors.hpp"
@@ -17,43 +19,62 @@ namespace dermal {
 
 namespace {
 
-// Bounds how many predictions run at once; a waiter gives up after a timeout.
-class InferenceSlots {
+// The process's live models. Around fork() its handlers wait until no
+// request runs and hold every model's locks, so a child starts from a
+// consistent state: the network shared copy-on-write, no lock held by a
+// thread that does not exist there, and threads of its own at its first
+// request. Registered once, at the first model.
+class ForkHandlers {
  public:
-  explicit InferenceSlots(int limit) : free_(limit) {}
-
-  // Takes a slot, or throws Error(busy) after timeout_ms.
-  void acquire(int timeout_ms) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (!freed_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return free_ > 0; }))
-      throw Error(ErrorCode::busy, fmt::format("no inference slot became free within {} ms", timeout_ms));
-    --free_;
+  static ForkHandlers& instance() {
+    static ForkHandlers* handlers = new ForkHandlers;  // never destroyed: fork() may come during exit
+    return *handlers;
   }
 
-  void release() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      ++free_;
+  // A model's lock and its threads, from its creation to its destruction.
+  void add(std::mutex& model_mutex, InferenceThreads& threads) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    models_.emplace(&threads, &model_mutex);
+  }
+
+  void remove(InferenceThreads& threads) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    models_.erase(&threads);
+  }
+
+ private:
+  ForkHandlers() {
+    pthread_atfork([] { instance().prepare(); }, [] { instance().in_parent(); }, [] { instance().in_child(); });
+  }
+
+  // Requests in progress finish first (a load runs as one), so no thread
+  // holds a lock inside LibTorch or a model while the process is copied.
+  void prepare() {
+    mutex_.lock();
+    for (auto& [threads, model_mutex] : models_) {
+      threads->before_fork();
+      model_mutex->lock();
     }
-    freed_.notify_one();
   }
 
- private:
+  void in_parent() {
+    for (auto& [threads, model_mutex] : models_) {
+      model_mutex->unlock();
+      threads->after_fork_in_parent();
+    }
+    mutex_.unlock();
+  }
+
+  void in_child() {
+    for (auto& [threads, model_mutex] : models_) {
+      model_mutex->unlock();
+      threads->after_fork_in_child();
+    }
+    mutex_.unlock();
+  }
+
   std::mutex mutex_;
-  std::condition_variable freed_;
-  int free_;
-};
-
-// Holds one inference slot for its lifetime.
-class SlotGuard {
- public:
-  SlotGuard(InferenceSlots& slots, int timeout_ms) : slots_(slots) { slots_.acquire(timeout_ms); }
-  ~SlotGuard() { slots_.release(); }
-  SlotGuard(const SlotGuard&) = delete;
-  SlotGuard& operator=(const SlotGuard&) = delete;
-
- private:
-  InferenceSlots& slots_;
+  std::map<InferenceThreads*, std::mutex*> models_;
 };
 
 }  // namespace
@@ -61,7 +82,12 @@ class SlotGuard {
 struct Model::Impl {
   Impl(std::string path, LoadOptions options)
       : path(std::move(path)), options(std::move(options)),
-        slots(this->options.max_concurrent) {}
+        threads(this->options.max_concurrent, this->options.queue_timeout_ms) {
+    ForkHandlers::instance().add(mutex, threads);
+  }
+  ~Impl() { ForkHandlers::instance().remove(threads); }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
 
   const std::string path;
   const LoadOptions options;
@@ -69,7 +95,7 @@ struct Model::Impl {
   std::shared_ptr<const Network> network;  // requests in flight keep their own reference
   std::vector<std::string> labels;         // kept after unload()
   int load_count = 0;
-  InferenceSlots slots;
+  InferenceThreads threads;                // last: joined before the rest is destroyed
 
   // The loaded network, loading it first if needed.
   std::shared_ptr<const Network> acquire() {
@@ -88,22 +114,42 @@ struct Model::Impl {
     return network;
   }
 
-  // Runs the request on the calling thread once a slot is free; `decode` makes the photo.
+  // The loaded network, loaded on an inference thread if need be: the load's
+  // transient copies and the requests then share that thread's malloc arena,
+  // so a request reuses what the load freed (reference model: peak 344 ->
+  // 320 MB against loading on the host's thread). For host-facing calls only:
+  // on an inference thread, call acquire().
+  std::shared_ptr<const Network> acquire_from_host() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (network) return network;
+    }
+    std::shared_ptr<const Network> loaded;
+    threads.run([&] { loaded = acquire(); });
+    return loaded;
+  }
+
+  // Runs the request on an inference thread; `decode` makes the photo there.
   template <typename Decode>
   Prediction predict(const PredictOptions& predict_options, Decode&& decode) {
     check_options(predict_options);
     const bool explain = predict_options.explain.value_or(options.explain);
     if (explain && !options.explain)
       throw Error(ErrorCode::explain_disabled, "explain was switched off when this model was loaded");
-    SlotGuard slot(slots, options.queue_timeout_ms);
-    return predict_photo(*acquire(), decode(), predict_options, explain);
+    Prediction prediction;
+    threads.run([&] {
+      at::init_num_threads();  // LibTorch's intra-op thread count is per thread under OpenMP
+      prediction = predict_photo(*acquire(), decode(), predict_options, explain);
+    });
+    return prediction;
   }
 };
+
 
 Model::Model(std::string path, LoadOptions options) {
   check_options(options);
   impl_ = std::make_unique<Impl>(std::move(path), std::move(options));
-  if (impl_->options.preload) impl_->acquire();
+  if (impl_->options.preload) impl_->acquire_from_host();
 }
 
 Model::~Model() = default;
@@ -123,7 +169,7 @@ Prediction Model::predict(const Image& photo, const PredictOptions& options) {
   return impl_->predict(options, [&]() -> const Image& { return photo; });
 }
 
-void Model::load() { impl_->acquire(); }
+void Model::load() { impl_->acquire_from_host(); }
 
 void Model::unload() {
   std::shared_ptr<const Network> released;
@@ -150,11 +196,11 @@ const std::vector<std::string>& Model::labels() {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     if (!impl_->labels.empty()) return impl_->labels;
   }
-  impl_->acquire();
+  impl_->acquire_from_host();
   return impl_->labels;
 }
 
-ModelDescription Model::description() { return impl_->acquire()->description; }
+ModelDescription Model::description() { return impl_->acquire_from_host()->description; }
 
 std::string Model::cam_layer() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);

@@ -24,11 +24,15 @@
  * - Every *_free accepts NULL. Getters take const handles.
  * - Pointers that getters return (labels, heatmaps, overlays, probabilities)
  *   are owned by the handle they came from and stay valid until it is freed.
- * - Threads: a dermal_model may be shared by many threads (predict, unload
- *   and the getters may run concurrently; a prediction runs on the calling
- *   thread, at most max_concurrent at once). An options object may be read by
- *   many threads at once (predict and open only read it) but not changed
- *   while it is read. A result belongs to one thread at a time.
+ * - Threads: a dermal_model owns its inference threads (see
+ *   dermal_load_options_set_max_concurrent) and may be shared by any number
+ *   of host threads. An options object may be read by many threads at once
+ *   (predict and open only read it) but not changed while it is read. A
+ *   result belongs to one thread at a time.
+ * - fork(): a model loaded before fork() serves in the children, which share
+ *   its weights copy-on-write (a pre-forking server's workers). fork() waits
+ *   until no prediction or load is running; each child starts its own
+ *   inference threads at its first prediction.
  * - Names (CAM methods, colormaps, formats) and numbers are checked in one
  *   place: names by the setters, numbers by dermal_model_open and
  *   dermal_model_predict.
@@ -76,7 +80,7 @@ typedef enum dermal_status {
   DERMAL_OUT_OF_MEMORY = 10,
   DERMAL_INTERNAL = 11,          /* an unexpected failure inside LibTorch or dermal */
   DERMAL_EXPLAIN_DISABLED = 12,  /* a heatmap was asked of a model opened with explain off */
-  DERMAL_BUSY = 13               /* no inference slot became free within the queue timeout */
+  DERMAL_BUSY = 13               /* no inference thread took the request within the queue timeout */
 } dermal_status;
 
 typedef struct dermal_model dermal_model;
@@ -100,8 +104,8 @@ DERMAL_API const char* dermal_last_error(void);
 DERMAL_API dermal_status dermal_memory_status(uint64_t* current_rss_bytes, uint64_t* peak_rss_bytes);
 
 /* ---- Load options (defaults: preload, 1 LibTorch thread, explain on, the
- *      model's own CAM layer, 40 000 000 pixels at most, 1 prediction at
- *      a time, 30 000 ms queue timeout, allocator untouched) -------------- */
+ *      model's own CAM layer, 40 000 000 pixels at most, 1 inference
+ *      thread, 30 000 ms queue timeout, allocator untouched) -------------- */
 
 DERMAL_API dermal_status dermal_load_options_create(dermal_load_options** options);
 DERMAL_API void dermal_load_options_free(dermal_load_options* options);
@@ -115,10 +119,11 @@ DERMAL_API dermal_status dermal_load_options_set_explain(dermal_load_options* op
 DERMAL_API dermal_status dermal_load_options_set_cam_layer(dermal_load_options* options, const char* layer);
 /* Photos with more pixels than this are refused before decoding. */
 DERMAL_API dermal_status dermal_load_options_set_max_pixels(dermal_load_options* options, uint64_t max_pixels);
-/* At most this many predictions run at once, at least 1 (default 1); the
- * others wait for a slot. */
+/* The model's own inference threads, at least 1: at most this many
+ * predictions run at once, whatever the number of calling threads, and
+ * per-thread scratch memory exists only on them. */
 DERMAL_API dermal_status dermal_load_options_set_max_concurrent(dermal_load_options* options, int max_concurrent);
-/* A prediction that no slot has taken within this many
+/* A prediction that no inference thread has taken within this many
  * milliseconds fails with DERMAL_BUSY; at least 0. */
 DERMAL_API dermal_status dermal_load_options_set_queue_timeout_ms(dermal_load_options* options, int queue_timeout_ms);
 /* Non-zero: process-wide, sets glibc's malloc thresholds (M_MMAP_THRESHOLD
@@ -160,7 +165,7 @@ DERMAL_API dermal_status dermal_predict_options_set_jpeg_quality(dermal_predict_
 
 /* Opens a dermal model file (and with preload, loads it); options may be NULL. */
 DERMAL_API dermal_status dermal_model_open(const char* path, const dermal_load_options* options, dermal_model** model);
-/* Frees the model; no prediction may be running on it. */
+/* Waits for predictions in flight, stops the inference threads, frees the model. */
 DERMAL_API void dermal_model_free(dermal_model* model);
 /* Classifies an encoded photo (JPEG, PNG or BMP); options may be NULL.
  * Loads the model first if it is not loaded. */

@@ -9,8 +9,8 @@
 
 The scores are a model's output, not a diagnosis.
 
-A Model may be shared by many threads: predictions run in the C library
-without the GIL, at most max_concurrent at once. Results are plain Python
+A Model may be shared by many threads: predictions run on the model's own
+inference threads in the C library, without the GIL. Results are plain Python
 objects owning copies of their data; heatmaps are numpy float32 arrays. Every
 failure raises a subclass of DermalError.
 """
@@ -120,7 +120,7 @@ class ExplainDisabled(DermalError):
 
 
 class Busy(DermalError):
-    """No inference slot became free within queue_timeout_ms."""
+    """No inference thread took the request within queue_timeout_ms."""
     status = 13
 
 
@@ -297,9 +297,10 @@ class Model:
     intra-op thread count (a per-process setting of LibTorch); cam_layer=None
     explains the model's own CAM layer; explain=False never computes heatmaps
     (less memory); photos with more than max_pixels pixels are refused before
-    decoding. At most max_concurrent predictions run at once, each on its
-    calling thread; one that finds no free slot within queue_timeout_ms
-    raises Busy.
+    decoding. The model runs predictions on max_concurrent inference threads
+    of its own, whatever the number of calling threads; a prediction no
+    inference thread has taken within queue_timeout_ms raises Busy. A model
+    loaded before os.fork() serves in the children, sharing its weights.
     tune_allocator=True changes glibc's malloc thresholds for the whole
     process (a lower load peak; see the package README).
 

@@ -2,9 +2,9 @@
 
 It is created once per process from settings.DERMAL, on first use (or by
 start() when DERMAL_PRELOAD is on), under a lock so concurrent first requests
-share one instance. At most DERMAL_MAX_CONCURRENT predictions run at once,
-on gunicorn's request threads: a request waits up to DERMAL_QUEUE_TIMEOUT_MS
-for a slot, then predict() raises dermal.Busy.
+share one instance. Predictions run on the model's own DERMAL_MAX_CONCURRENT
+inference threads, not on gunicorn's request threads: a request waits up to
+DERMAL_QUEUE_TIMEOUT_MS for one of them, then predict() raises dermal.Busy.
 """
 import logging
 import threading
@@ -42,7 +42,7 @@ def model():
                 _model_error = f"{error.status_name}: {error}"
                 raise
             _model_error = None
-            log.info("dermal model %s opened in %.2f s (loaded: %s, explain: %s, %d inference slots)",
+            log.info("dermal model %s opened in %.2f s (loaded: %s, explain: %s, %d inference threads)",
                      c["model"], time.monotonic() - started, _model.loaded, c["explain"], c["max_concurrent"])
         return _model
 

@@ -151,7 +151,7 @@ def _top_k(request):
 def _library_error(error):
     if isinstance(error, dermal.Busy):
         c = services.config()
-        return ApiError(503, "busy", f"The server's {c['max_concurrent']} inference slot(s) stayed busy for "
+        return ApiError(503, "busy", f"The server's {c['max_concurrent']} inference thread(s) stayed busy for "
                         f"{c['queue_timeout_ms']} ms; try again shortly.", {"Retry-After": "5"})
     if error.status_name in REQUEST_ERRORS:
         return ApiError(REQUEST_ERRORS[error.status_name], error.status_name, str(error))
@@ -210,7 +210,7 @@ def predict(request):
     cam_class = request.POST.get("cam_class", request.GET.get("cam_class")) or None
     model = _model()
     try:
-        # At most DERMAL_MAX_CONCURRENT run at once; only the overlay is sent,
+        # The model's own inference threads run it; only the overlay is sent,
         # so no float map at the photo's size is asked for.
         result = model.predict(data, top_k=top_k, explain=explain, cam_method=cam_method, cam_class=cam_class)
     except dermal.DermalError as error:

@@ -470,3 +470,35 @@ def test_offline_pip_install_bundles_the_library_and_the_type_marker(dermal, tmp
     env = {key: value for key, value in os.environ.items() if key != "DERMAL_LIBRARY"}
     output = run_python(code, dict(env, PYTHONPATH=str(target)), cwd=str(tmp_path))
     assert output.split() == [str(target / "dermal" / "libdermal_c.so"), "akiec"]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_children_of_fork_predict_as_the_parent(dermal, photo, threads):
+    """A model loaded before os.fork() (gunicorn's preload_app): in a process of
+    its own, so no other model's threads are in the picture."""
+    code = (f"import os, sys, json, dermal\n"
+            f"m = dermal.Model({TINY!r}, threads={threads}, max_concurrent=2)\n"
+            f"photo = open({PHOTO!r}, 'rb').read()\n"
+            f"def result():\n"
+            f"    p = m.predict(photo)\n"
+            f"    return [p.probabilities, p.explanations[0].heatmap.tolist()]\n"
+            f"parent = result()\n"
+            f"children = []\n"
+            f"for _ in range(3):\n"
+            f"    read, write = os.pipe()\n"
+            f"    pid = os.fork()\n"
+            f"    if pid == 0:\n"
+            f"        os.close(read)\n"
+            f"        os.write(write, json.dumps([result() for _ in range(2)][-1]).encode())\n"
+            f"        os._exit(0)\n"
+            f"    os.close(write)\n"
+            f"    children.append((pid, read))\n"
+            f"same = []\n"
+            f"for pid, read in children:\n"
+            f"    with os.fdopen(read) as pipe:\n"
+            f"        text = pipe.read()\n"
+            f"    _, status = os.waitpid(pid, 0)\n"
+            f"    same.append(status == 0 and json.loads(text) == parent)\n"
+            f"print(same, result() == parent)\n")
+    output = run_python(code, dict(os.environ, PYTHONPATH=PACKAGE_DIR, DERMAL_LIBRARY=LIBRARY))
+    assert output == "[True, True, True] True"

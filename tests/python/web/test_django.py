@@ -291,7 +291,7 @@ def test_requests_that_wait_too_long_for_the_inference_thread_get_503(configure)
     statuses = sorted({response.status_code for response in responses})
     assert len(responses) == 40 and statuses == [200, 503], statuses
     busy = next(response for response in responses if response.status_code == 503)
-    assert_error(busy, 503, "busy", "1 inference slot(s) stayed busy for 0 ms")
+    assert_error(busy, 503, "busy", "1 inference thread(s) stayed busy for 0 ms")
     assert busy["Retry-After"]
 
 
