@@ -9,6 +9,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "heatmap/render.hpp"
@@ -75,6 +76,29 @@ bool within(const RGB& a, const RGB& b, int tolerance) {
 }
 
 // Runs f and returns the code of the dermal::Error it throws.
+// The placed map's resize, written out plainly as the tests' reference:
+// output pixel x samples the input at (x + 0.5) * in / out - 0.5, clamped to
+// the map, bilinearly (torch's interpolate, align_corners=False).
+Heatmap resize_reference(const Heatmap& map, int width, int height) {
+  const auto sample = [](int out, int size, int in) {
+    const double position = std::clamp((out + 0.5) * in / size - 0.5, 0.0, in - 1.0);
+    const int low = static_cast<int>(position);
+    return std::make_tuple(low, std::min(low + 1, in - 1), static_cast<float>(position - low));
+  };
+  Heatmap out{width, height, std::vector<float>(static_cast<std::size_t>(width) * height)};
+  for (int y = 0; y < height; ++y) {
+    const auto [top, bottom, down] = sample(y, height, map.height);
+    for (int x = 0; x < width; ++x) {
+      const auto [left, right, across] = sample(x, width, map.width);
+      const auto at = [&](int row, int column) { return map.values[static_cast<std::size_t>(row) * map.width + column]; };
+      const float upper = at(top, left) + (at(top, right) - at(top, left)) * across;
+      const float lower = at(bottom, left) + (at(bottom, right) - at(bottom, left)) * across;
+      out.values[static_cast<std::size_t>(y) * width + x] = upper + (lower - upper) * down;
+    }
+  }
+  return out;
+}
+
 template <typename F>
 ErrorCode error_code_of(F&& f) {
   try {
@@ -259,18 +283,18 @@ TEST_CASE("encode_image refuses bad quality and malformed images", "[render]") {
   CHECK_FALSE(dermal::encode_image(image, ImageFormat::png, 0).empty());
 }
 
-TEST_CASE("resize_heatmap matches values worked out by hand", "[render]") {
+TEST_CASE("the test's bilinear reference matches values worked out by hand", "[render]") {
   // Half-pixel centres: output x samples input (x + 0.5) / 2 - 0.5, clamped
   // to [0, 1] -> -0.25 (0), 0.25, 0.75, 1.25 (1).
   const Heatmap row{2, 1, {0.0f, 1.0f}};
-  const Heatmap wide = dermal::resize_heatmap(row, 4, 1);
+  const Heatmap wide = resize_reference(row, 4, 1);
   CHECK(wide.width == 4);
   CHECK(wide.height == 1);
   CHECK(wide.values == std::vector<float>{0.0f, 0.25f, 0.75f, 1.0f});
 
   // Bilinear in both axes: value = 2 * row position + column position.
   const Heatmap square{2, 2, {0.0f, 1.0f, 2.0f, 3.0f}};
-  const Heatmap big = dermal::resize_heatmap(square, 4, 4);
+  const Heatmap big = resize_reference(square, 4, 4);
   const float positions[4] = {0.0f, 0.25f, 0.75f, 1.0f};
   for (int y = 0; y < 4; ++y) {
     for (int x = 0; x < 4; ++x) {
@@ -279,10 +303,10 @@ TEST_CASE("resize_heatmap matches values worked out by hand", "[render]") {
     }
   }
 
-  const Heatmap same = dermal::resize_heatmap(ramp_heatmap(5, 3), 5, 3);
+  const Heatmap same = resize_reference(ramp_heatmap(5, 3), 5, 3);
   CHECK(same.values == ramp_heatmap(5, 3).values);
 
-  const Heatmap constant = dermal::resize_heatmap(Heatmap{3, 2, std::vector<float>(6, 0.4f)}, 11, 17);
+  const Heatmap constant = resize_reference(Heatmap{3, 2, std::vector<float>(6, 0.4f)}, 11, 17);
   REQUIRE(constant.values.size() == 11 * 17);
   for (const float value : constant.values) CHECK(value == Approx(0.4f).margin(1e-6));
 }
@@ -291,7 +315,7 @@ TEST_CASE("a placed heatmap is the resized map on its placement, renormalised to
   Heatmap map = ramp_heatmap(5, 4);
   for (float& v : map.values) v = 0.2f + 0.5f * v;  // stretched, its range is not [0, 1]
   const dermal::PixelRect placement{3, 2, 11, 7};
-  const Heatmap resized = dermal::resize_heatmap(map, placement.width, placement.height);
+  const Heatmap resized = resize_reference(map, placement.width, placement.height);
   const auto [low, high] = std::minmax_element(resized.values.begin(), resized.values.end());
   REQUIRE(*low > 0.0f);
   const Heatmap placed = dermal::PlacedHeatmap(map, placement, 17, 12).full();
@@ -323,17 +347,7 @@ TEST_CASE("an overlay made from the placed map row by row equals the one from th
   }
 }
 
-TEST_CASE("resize_heatmap refuses empty maps and sizes", "[render]") {
-  CHECK(error_code_of([] { dermal::resize_heatmap(Heatmap{}, 4, 4); }) == ErrorCode::invalid_argument);
-  CHECK(error_code_of([] { dermal::resize_heatmap(Heatmap{2, 2, {1.0f}}, 4, 4); }) ==
-        ErrorCode::invalid_argument);
-  CHECK(error_code_of([] { dermal::resize_heatmap(ramp_heatmap(2, 2), 0, 4); }) ==
-        ErrorCode::invalid_argument);
-  CHECK(error_code_of([] { dermal::resize_heatmap(ramp_heatmap(2, 2), 4, -1); }) ==
-        ErrorCode::invalid_argument);
-}
-
-TEST_CASE("resize_heatmap matches PyTorch's bilinear interpolate", "[render]") {
+TEST_CASE("the test's bilinear reference matches PyTorch's interpolate", "[render]") {
   // Written by tools/make_render_fixtures.py.
   std::ifstream fixture(std::string(DERMAL_FIXTURES) + "/resize_heatmap.txt");
   REQUIRE(fixture);
@@ -350,7 +364,7 @@ TEST_CASE("resize_heatmap matches PyTorch's bilinear interpolate", "[render]") {
   while (fixture >> in_height >> in_width >> out_height >> out_width) {
     const Heatmap input = read_map(in_width, in_height);
     const Heatmap expected = read_map(out_width, out_height);
-    const Heatmap actual = dermal::resize_heatmap(input, out_width, out_height);
+    const Heatmap actual = resize_reference(input, out_width, out_height);
     REQUIRE(actual.width == out_width);
     REQUIRE(actual.height == out_height);
     for (std::size_t i = 0; i < expected.values.size(); ++i) {

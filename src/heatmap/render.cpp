@@ -178,26 +178,6 @@ std::array<std::uint8_t, 3> colormap_rgb(Colormap colormap, float v) {
               "unknown colormap value " + std::to_string(static_cast<int>(colormap)));
 }
 
-Heatmap resize_heatmap(const Heatmap& map, int width, int height) {
-  check_heatmap(map);
-  if (width <= 0 || height <= 0)
-    throw Error(ErrorCode::invalid_argument, "cannot resize a heatmap to " + size_text(width, height));
-  const std::vector<Taps> columns = bilinear_taps(map.width, width);
-  const std::vector<Taps> rows = bilinear_taps(map.height, height);
-  Heatmap out{width, height, std::vector<float>(static_cast<std::size_t>(width) * height)};
-  for (int y = 0; y < height; ++y) {
-    const float* top = map.values.data() + static_cast<std::size_t>(rows[y].first) * map.width;
-    const float* bottom = map.values.data() + static_cast<std::size_t>(rows[y].second) * map.width;
-    for (int x = 0; x < width; ++x) {
-      const Taps& column = columns[x];
-      out.values[static_cast<std::size_t>(y) * width + x] =
-          blend(blend(top[column.first], top[column.second], column.weight),
-                blend(bottom[column.first], bottom[column.second], column.weight), rows[y].weight);
-    }
-  }
-  return out;
-}
-
 PlacedHeatmap::PlacedHeatmap(const Heatmap& map, const PixelRect& placement, int width, int height)
     : width_(width), height_(height), placement_(placement) {
   check_heatmap(map);

@@ -15,13 +15,9 @@ namespace dermal {
 // counts as 0. Throws Error(invalid_argument) for a value outside the enum.
 std::array<std::uint8_t, 3> colormap_rgb(Colormap colormap, float v);
 
-// Bilinear resize with half-pixel centres, clamped at the borders: equal to
-// torch.nn.functional.interpolate(mode="bilinear", align_corners=False)
-// without antialiasing. Throws Error(invalid_argument) for an empty or
-// inconsistent map or a size below 1.
-Heatmap resize_heatmap(const Heatmap& map, int width, int height);
-
-// A map stretched (as resize_heatmap) onto its placement on a photo, then
+// A map stretched onto its placement on a photo (bilinear, half-pixel
+// centres, clamped at the borders: torch.nn.functional.interpolate with
+// mode="bilinear", align_corners=False, no antialiasing), then
 // ReLU'd and min-max normalised over the placement, so that its values span
 // exactly [0, 1] unless the map is constant; zero outside the placement.
 // Rows are made on demand from the map's rows stretched across once: no

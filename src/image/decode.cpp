@@ -7,6 +7,7 @@
 
 #include "dermal/dermal.hpp"
 #include "image/exif.hpp"
+#include "image/image.hpp"
 #include "image/jpeg.hpp"
 #include "image/stb_codecs.h"
 
@@ -194,6 +195,15 @@ Header read_bmp(const std::uint8_t* data, std::size_t size) {
 }
 
 }  // namespace
+
+void check_image(const Image& image, const std::string& what) {
+  if (image.width <= 0 || image.height <= 0)
+    throw Error(ErrorCode::invalid_argument, fmt::format("{} is empty ({}x{})", what, image.width, image.height));
+  const std::size_t expected = static_cast<std::size_t>(image.width) * image.height * 3;
+  if (image.rgb.size() != expected)
+    throw Error(ErrorCode::invalid_argument, fmt::format("{} is {}x{} but has {} bytes of RGB, not {}", what,
+                                                         image.width, image.height, image.rgb.size(), expected));
+}
 
 Image decode_image(const std::uint8_t* data, std::size_t size, const DecodeOptions& options) {
   if (data == nullptr && size > 0) throw Error(ErrorCode::invalid_argument, "image data is NULL but its size is not 0");

@@ -58,15 +58,6 @@ std::vector<std::uint8_t> encode_png(const Image& image) {
 
 }  // namespace
 
-void check_image(const Image& image, const std::string& what) {
-  if (image.width <= 0 || image.height <= 0)
-    throw Error(ErrorCode::invalid_argument, fmt::format("{} is empty ({}x{})", what, image.width, image.height));
-  const std::size_t expected = static_cast<std::size_t>(image.width) * image.height * 3;
-  if (image.rgb.size() != expected)
-    throw Error(ErrorCode::invalid_argument, fmt::format("{} is {}x{} but has {} bytes of RGB, not {}", what,
-                                                         image.width, image.height, image.rgb.size(), expected));
-}
-
 std::vector<std::uint8_t> encode_image(const Image& image, ImageFormat format, int jpeg_quality) {
   check_image(image, "image");
   switch (format) {

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "image/image.hpp"
+
 namespace dermal {
 
 namespace {
@@ -143,12 +145,7 @@ PixelRect ResizeWindow::on_picture(int picture_width, int picture_height) const 
 }
 
 std::vector<float> preprocess(const Image& image, const ModelDescription& description) {
-  if (image.width <= 0 || image.height <= 0 ||
-      image.rgb.size() != static_cast<std::size_t>(image.width) * image.height * 3)
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("an RGB image of {}x{} needs {} bytes, got {}", image.width, image.height,
-                            static_cast<std::size_t>(std::max(image.width, 0)) * std::max(image.height, 0) * 3,
-                            image.rgb.size()));
+  check_image(image, "picture");
   const ResizeWindow window = input_window(image, description);
   if (description.resample) return normalise(resize_like_pillow(image, *description.resample, window), description);
   std::vector<float> input = resize_bilinear(image, window);

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "image/image.hpp"
+
 namespace dermal {
 
 namespace {
@@ -206,12 +208,7 @@ void check_window(const Image& image, const ResizeWindow& w) {
   const bool box_fits = w.box_left >= 0 && w.box_top >= 0 && w.box_right <= image.width &&
                         w.box_bottom <= image.height && w.box_right - w.box_left >= 0 &&
                         w.box_bottom - w.box_top >= 0;
-  if (image.width < 1 || image.height < 1 || image.rgb.size() != static_cast<std::size_t>(image.width) * image.height * 3)
-    throw Error(ErrorCode::invalid_argument, fmt::format("an RGB image of {}x{} needs {} bytes, got {}", image.width,
-                                                         image.height,
-                                                         static_cast<std::size_t>(std::max(image.width, 0)) *
-                                                             std::max(image.height, 0) * 3,
-                                                         image.rgb.size()));
+  check_image(image, "picture");
   if (!window_fits || !box_fits)
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("cannot take the {}x{} window at ({}, {}) of box ({}, {}, {}, {}) of a {}x{} picture "

@@ -30,22 +30,6 @@ LABELS = ("akiec", "bcc", "mel", "nv", "vasc")
 
 
 @pytest.fixture(scope="session")
-def dermal():
-    """The dermal package bound to the build's library; fails (never skips) without a build."""
-    if not BUILD_DIR:
-        pytest.fail("DERMAL_BUILD_DIR is not set; run bash tools/test.sh or set it to the CMake build directory",
-                    pytrace=False)
-    for path in (LIBRARY, TINY):
-        if not os.path.isfile(path):
-            pytest.fail(f"{path} is missing; build first: cmake -S . -B build && cmake --build build -j2",
-                        pytrace=False)
-    os.environ["DERMAL_LIBRARY"] = LIBRARY
-    sys.path.insert(0, PACKAGE_DIR)
-    import dermal as package
-    return package
-
-
-@pytest.fixture(scope="session")
 def photo():
     with open(PHOTO, "rb") as file:
         return file.read()

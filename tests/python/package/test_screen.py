@@ -26,17 +26,10 @@ PHOTO_COUNT = 120
 
 
 @pytest.fixture(scope="module")
-def screen():
-    """dermal.screen bound to the build's library; fails (never skips) without a build."""
-    if not BUILD_DIR:
-        pytest.fail("DERMAL_BUILD_DIR is not set; run bash tools/test.sh or set it to the CMake build directory",
-                    pytrace=False)
-    for path in (LIBRARY, CLI):
-        if not os.path.isfile(path):
-            pytest.fail(f"{path} is missing; build first: cmake -S . -B build && cmake --build build -j2",
-                        pytrace=False)
-    os.environ["DERMAL_LIBRARY"] = LIBRARY
-    sys.path.insert(0, PACKAGE_DIR)
+def screen(dermal):
+    """dermal.screen bound to the build's library; fails (never skips) without the CLI to compare with."""
+    if not os.path.isfile(CLI):
+        pytest.fail(f"{CLI} is missing; build first: cmake -S . -B build && cmake --build build -j2", pytrace=False)
     from dermal import screen as module
     return module
 

@@ -21,7 +21,6 @@ from make_keras_fixtures import Maker, Model
 
 ROOT = keras_parity.ROOT
 IMPORTER = os.path.join(ROOT, "tools", "import_keras.py")
-BUILD_DIR = os.environ.get("DERMAL_BUILD_DIR", "")
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +81,11 @@ def test_default_cam_layer_is_the_last_spatial_layer(small_cnn, tmp_path):
     assert _stages(out)["cam_layer"] == "conv2d_2"
 
 
-def test_through_the_library_probabilities_and_gradcam_equal_tfjs(work):
+def test_through_the_library_probabilities_and_gradcam_equal_tfjs(work, dermal):
     """The imported file loaded by the C library (Python package) gives
     softmax (or sigmoid) of the tfjs logits for photos at the model's size, and
     its raw Grad-CAM map equals the tfjs recipe's, min-max normalised as
     dermal normalises every map."""
-    if not BUILD_DIR:
-        pytest.fail("DERMAL_BUILD_DIR is not set; run bash tools/test.sh", pytrace=False)
-    os.environ["DERMAL_LIBRARY"] = os.path.join(BUILD_DIR, "capi", "libdermal_c.so")
-    sys.path.insert(0, os.path.join(ROOT, "capi", "python"))
-    import dermal
     for case in (("custom_cnn", "keras3.keras", 64), ("teachable_machine", "keras2.h5", 64),
                  ("coverage", "keras3.h5", 64)):
         row = parity_row(case, work)

@@ -4,8 +4,6 @@ own PIL code gets: PIL resizes a 1024x768 photo (Image.resize, torchvision
 Resize + CenterCrop on the PIL image, or ImageOps.fit), numpy scales and
 normalises it in float32, torch runs the same network."""
 import io
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -16,35 +14,12 @@ from torch import nn
 
 import dermal_model
 import lesions
+from make_resample_fixtures import FILTERS
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-BUILD_DIR = os.environ.get("DERMAL_BUILD_DIR", "")
 LABELS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 WIDTH, HEIGHT, SHORTER = 56, 40, 64  # not the photo's 4:3, so fit cuts a fractional box
 STAGES = ["features.0", "features.1", "features.2", "head"]
-FILTERS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
 TOLERANCE = 1e-6
-
-
-@pytest.fixture(scope="module")
-def dermal():
-    if not BUILD_DIR:
-        pytest.fail("DERMAL_BUILD_DIR is not set; run bash tools/test.sh or set it to the CMake build directory",
-                    pytrace=False)
-    library = os.path.join(BUILD_DIR, "capi", "libdermal_c.so")
-    if not os.path.isfile(library):
-        pytest.fail(f"{library} is missing; build the dermal_c target first", pytrace=False)
-    os.environ["DERMAL_LIBRARY"] = library
-    sys.path.insert(0, os.path.join(ROOT, "capi", "python"))
-    import dermal as package
-    return package
 
 
 class DemoLike(nn.Module):
