@@ -160,14 +160,16 @@ def _read_legacy_h5(path):
         if top not in root:
             return {}
         found = {}
+        layer_parts = tuple(layer.split("/"))  # "conv1/conv" (DenseNet) is a path of groups in HDF5
         for parts, dataset in datasets(root[top]):
             # ".../<layer>/<weight>:0" (Keras 2) or ".../<layer>/<weight>" (Keras 3)
-            if len(parts) >= 2 and parts[-2] == layer:
+            if len(parts) > len(layer_parts) and parts[-1 - len(layer_parts):-1] == layer_parts:
                 found.setdefault(parts[-1].split(":")[0], []).append((parts, dataset))
         chosen = {}
         for name, candidates in found.items():
-            if len(candidates) > 1:  # the same layer name in two nested models
-                candidates = [c for c in candidates if all(n in c[0] for n in nesting[1:])]
+            if len(candidates) > 1:  # the same layer name in two nested models, or "bn" beside "conv1/bn"
+                exact = [c for c in candidates if c[0][:-1] in (layer_parts, tuple(nesting[1:]) + layer_parts)]
+                candidates = exact or [c for c in candidates if all(n in c[0] for n in nesting[1:])]
             if len(candidates) != 1:
                 raise Refusal(f"layer {layer!r}: weight {name!r} is stored "
                               f"{len(candidates) or 'no'} times under model_weights/{top}")

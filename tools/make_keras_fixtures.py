@@ -116,15 +116,16 @@ class Maker:
         return m.layer("DepthwiseConv2D", name, config, inputs, weights)
 
     def separable(self, m, name, filters, kernel, channels, strides=1, padding="same", multiplier=1,
-                  inputs=None):
+                  inputs=None, use_bias=True):
         weights = [("depthwise_kernel", self.normal((kernel, kernel, channels, multiplier), 1.0 / kernel), True),
                    ("pointwise_kernel", self.normal((1, 1, channels * multiplier, filters),
-                                                    1.0 / np.sqrt(channels * multiplier)), True),
-                   ("bias", self.normal((filters,), 0.1), True)]
+                                                    1.0 / np.sqrt(channels * multiplier)), True)]
+        if use_bias:
+            weights.append(("bias", self.normal((filters,), 0.1), True))
         config = {"trainable": True, "dtype": "float32", "filters": filters, "kernel_size": [kernel, kernel],
                   "strides": [strides, strides], "padding": padding, "data_format": "channels_last",
                   "dilation_rate": [1, 1], "depth_multiplier": multiplier, "activation": "linear",
-                  "use_bias": True}
+                  "use_bias": use_bias}
         return m.layer("SeparableConv2D", name, config, inputs, weights)
 
     def bn(self, m, name, channels, epsilon=1e-3, momentum=0.99, inputs=None, gamma=(0.5, 1.5)):
@@ -394,12 +395,209 @@ def coverage(size, seed=4):
     return m
 
 
+def _classifier(backbone, channels, seed_maker, dropout=0.0):
+    """The usual fine-tuning head on a nested backbone: GAP, [Dropout], Dense(7, softmax)."""
+    m = Model("model", "Functional", backbone.input_shape)
+    m.nest(backbone)
+    seed_maker.simple(m, "GlobalAveragePooling2D", "avg_pool", data_format="channels_last", keepdims=False)
+    if dropout:
+        seed_maker.simple(m, "Dropout", "top_dropout", rate=dropout, noise_shape=None, seed=None)
+    seed_maker.dense(m, "predictions", 7, channels, activation="softmax", gain=2.0)
+    return m
+
+
+def vgg16(size, seed=6):
+    """Sequential(VGG16(include_top=False), Flatten, Dense(7, softmax)): a
+    Functional backbone inside a Sequential, and Flatten in channels-last order."""
+    k = Maker(seed)
+    backbone = Model("vgg16", "Functional", (size, size, 3))
+    channels = 3
+    for block, (filters, convs) in enumerate([(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]):
+        for conv in range(convs):
+            k.conv(backbone, f"block{block + 1}_conv{conv + 1}", filters, 3, channels, activation="relu",
+                   gain=(1.0 / 128.0 if channels == 3 else 1.4))
+            channels = filters
+        k.simple(backbone, "MaxPooling2D", f"block{block + 1}_pool", pool_size=[2, 2], strides=[2, 2],
+                 padding="valid", data_format="channels_last")
+    side = size // 32
+    m = Model("sequential", "Sequential")
+    m.nest(backbone)
+    k.simple(m, "Flatten", "flatten", data_format="channels_last")
+    k.dense(m, "dense", 7, side * side * 512, activation="softmax", gain=2.0)
+    return m
+
+
+def densenet121(size, seed=7):
+    """keras.applications.DenseNet121(include_top=False) (names with '/'),
+    GAP, Dense(7, softmax)."""
+    k = Maker(seed)
+    m = Model("densenet121", "Functional", (size, size, 3))
+    eps = 1.001e-5
+    k.simple(m, "ZeroPadding2D", "zero_padding2d", padding=[[3, 3], [3, 3]], data_format="channels_last")
+    k.conv(m, "conv1/conv", 64, 7, 3, strides=2, padding="valid", use_bias=False)
+    k.bn(m, "conv1/bn", 64, eps)
+    k.simple(m, "Activation", "conv1/relu", activation="relu")
+    k.simple(m, "ZeroPadding2D", "zero_padding2d_1", padding=[[1, 1], [1, 1]], data_format="channels_last")
+    k.simple(m, "MaxPooling2D", "pool1", pool_size=[3, 3], strides=[2, 2], padding="valid",
+             data_format="channels_last")
+    channels = 64
+    for stage, blocks in enumerate([6, 12, 24, 16]):
+        for block in range(blocks):
+            name = f"conv{stage + 2}_block{block + 1}"
+            block_input = m.last
+            k.bn(m, name + "_0_bn", channels, eps)
+            k.simple(m, "Activation", name + "_0_relu", activation="relu")
+            k.conv(m, name + "_1_conv", 128, 1, channels, use_bias=False)
+            k.bn(m, name + "_1_bn", 128, eps)
+            k.simple(m, "Activation", name + "_1_relu", activation="relu")
+            k.conv(m, name + "_2_conv", 32, 3, 128, use_bias=False)
+            k.simple(m, "Concatenate", name + "_concat", inputs=[block_input, name + "_2_conv"], axis=3)
+            channels += 32
+        if stage < 3:
+            name = f"pool{stage + 2}"
+            k.bn(m, name + "_bn", channels, eps)
+            k.simple(m, "Activation", name + "_relu", activation="relu")
+            channels //= 2
+            k.conv(m, name + "_conv", channels, 1, 2 * channels, use_bias=False)
+            k.simple(m, "AveragePooling2D", name + "_pool", pool_size=[2, 2], strides=[2, 2], padding="valid",
+                     data_format="channels_last")
+    k.bn(m, "bn", channels, eps)
+    k.simple(m, "Activation", "relu", activation="relu")
+    return _classifier(m, channels, k)
+
+
+def xception(size, seed=8):
+    """keras.applications.Xception(include_top=False): SeparableConv2D without
+    bias, strided 1x1 shortcuts; GAP, Dense(7, softmax)."""
+    k = Maker(seed)
+    m = Model("xception", "Functional", (size, size, 3))
+    k.conv(m, "block1_conv1", 32, 3, 3, strides=2, padding="valid", use_bias=False)
+    k.bn(m, "block1_conv1_bn", 32)
+    k.simple(m, "Activation", "block1_conv1_act", activation="relu")
+    k.conv(m, "block1_conv2", 64, 3, 32, padding="valid", use_bias=False)
+    k.bn(m, "block1_conv2_bn", 64)
+    k.simple(m, "Activation", "block1_conv2_act", activation="relu")
+    channels, shortcut_index, add_index = 64, 0, 0
+
+    def suffix(index):
+        return f"_{index}" if index else ""
+
+    def entry_block(block, filters, first_act, out_filters=None):
+        nonlocal channels, shortcut_index, add_index
+        out_filters = out_filters or filters
+        block_input = m.last
+        shortcut = k.conv(m, "conv2d" + suffix(shortcut_index), out_filters, 1, channels, strides=2,
+                          use_bias=False, inputs=block_input)
+        shortcut = k.bn(m, "batch_normalization" + suffix(shortcut_index), out_filters)
+        shortcut_index += 1
+        x = block_input
+        if first_act:
+            x = k.simple(m, "Activation", f"block{block}_sepconv1_act", activation="relu", inputs=x)
+        k.separable(m, f"block{block}_sepconv1", filters, 3, channels, use_bias=False, inputs=x)
+        k.bn(m, f"block{block}_sepconv1_bn", filters)
+        k.simple(m, "Activation", f"block{block}_sepconv2_act", activation="relu")
+        k.separable(m, f"block{block}_sepconv2", out_filters, 3, filters, use_bias=False)
+        k.bn(m, f"block{block}_sepconv2_bn", out_filters, gamma=(0.2, 0.5))
+        k.simple(m, "MaxPooling2D", f"block{block}_pool", pool_size=[3, 3], strides=[2, 2], padding="same",
+                 data_format="channels_last")
+        k.simple(m, "Add", "add" + suffix(add_index), inputs=[f"block{block}_pool", shortcut])
+        add_index += 1
+        channels = out_filters
+
+    entry_block(2, 128, first_act=False)
+    entry_block(3, 256, first_act=True)
+    entry_block(4, 728, first_act=True)
+    for block in range(5, 13):
+        block_input = m.last
+        for conv in range(1, 4):
+            k.simple(m, "Activation", f"block{block}_sepconv{conv}_act", activation="relu")
+            k.separable(m, f"block{block}_sepconv{conv}", 728, 3, 728, use_bias=False)
+            k.bn(m, f"block{block}_sepconv{conv}_bn", 728, gamma=(0.2, 0.5))
+        k.simple(m, "Add", "add" + suffix(add_index), inputs=[f"block{block}_sepconv3_bn", block_input])
+        add_index += 1
+    entry_block(13, 728, first_act=True, out_filters=1024)
+    k.separable(m, "block14_sepconv1", 1536, 3, 1024, use_bias=False)
+    k.bn(m, "block14_sepconv1_bn", 1536)
+    k.simple(m, "Activation", "block14_sepconv1_act", activation="relu")
+    k.separable(m, "block14_sepconv2", 2048, 3, 1536, use_bias=False)
+    k.bn(m, "block14_sepconv2_bn", 2048)
+    k.simple(m, "Activation", "block14_sepconv2_act", activation="relu")
+    return _classifier(m, 2048, k)
+
+
+# EfficientNet-B0: (kernel, repeats, in, out, expansion, stride)
+EFFICIENTNET_B0_BLOCKS = [(3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3, 3, 40, 80, 6, 2),
+                          (5, 3, 80, 112, 6, 1), (5, 4, 112, 192, 6, 2), (3, 1, 192, 320, 6, 1)]
+
+
+def efficientnet_b0(size, seed=9):
+    """keras.applications.EfficientNetB0(include_top=False): Rescaling and
+    Normalization inside, explicit "correct_pad" ZeroPadding2D before strided
+    depthwise convolutions, squeeze-excitation; GAP, Dropout, Dense(7, softmax)."""
+    k = Maker(seed)
+    m = Model("efficientnetb0", "Functional", (size, size, 3))
+    eps, momentum = 1e-3, 0.99
+    k.simple(m, "Rescaling", "rescaling", scale=1.0 / 255.0, offset=0.0)
+    k.simple(m, "Normalization", "normalization", axis=-1, mean=[0.485, 0.456, 0.406],
+             variance=[0.229 ** 2, 0.224 ** 2, 0.225 ** 2], invert=False)
+
+    def correct_pad(side, kernel):
+        adjust = 1 - side % 2
+        return [[kernel // 2 - adjust, kernel // 2], [kernel // 2 - adjust, kernel // 2]]
+
+    side = size
+    k.simple(m, "ZeroPadding2D", "stem_conv_pad", padding=correct_pad(side, 3), data_format="channels_last")
+    k.conv(m, "stem_conv", 32, 3, 3, strides=2, padding="valid", use_bias=False)
+    side = (side + 1) // 2
+    k.bn(m, "stem_bn", 32, eps, momentum)
+    k.simple(m, "Activation", "stem_activation", activation="swish")
+    channels = 32
+    for i, (kernel, repeats, _, out, expansion, stride) in enumerate(EFFICIENTNET_B0_BLOCKS):
+        for j in range(repeats):
+            name = f"block{i + 1}{chr(j + 97)}_"
+            stride_j = stride if j == 0 else 1
+            block_input = m.last
+            width = channels * expansion
+            if expansion != 1:
+                k.conv(m, name + "expand_conv", width, 1, channels, use_bias=False)
+                k.bn(m, name + "expand_bn", width, eps, momentum)
+                k.simple(m, "Activation", name + "expand_activation", activation="swish")
+            if stride_j == 2:
+                k.simple(m, "ZeroPadding2D", name + "dwconv_pad", padding=correct_pad(side, kernel),
+                         data_format="channels_last")
+                side = (side + 1) // 2
+            k.depthwise(m, name + "dwconv", kernel, width, strides=stride_j,
+                        padding="valid" if stride_j == 2 else "same")
+            k.bn(m, name + "bn", width, eps, momentum)
+            activated = k.simple(m, "Activation", name + "activation", activation="swish")
+            squeezed = max(1, int(channels * 0.25))
+            k.simple(m, "GlobalAveragePooling2D", name + "se_squeeze", data_format="channels_last", keepdims=False)
+            k.simple(m, "Reshape", name + "se_reshape", target_shape=[1, 1, width])
+            k.conv(m, name + "se_reduce", squeezed, 1, width, activation="swish")
+            k.conv(m, name + "se_expand", width, 1, squeezed, activation="sigmoid")
+            k.simple(m, "Multiply", name + "se_excite", inputs=[activated, name + "se_expand"])
+            k.conv(m, name + "project_conv", out, 1, width, use_bias=False)
+            k.bn(m, name + "project_bn", out, eps, momentum, gamma=(0.2, 0.5))
+            if stride_j == 1 and channels == out:
+                k.simple(m, "Dropout", name + "drop", rate=0.02, noise_shape=[None, 1, 1, 1], seed=None)
+                k.simple(m, "Add", name + "add", inputs=[name + "drop", block_input])
+            channels = out
+    k.conv(m, "top_conv", 1280, 1, channels, use_bias=False)
+    k.bn(m, "top_bn", 1280, eps, momentum)
+    k.simple(m, "Activation", "top_activation", activation="swish")
+    return _classifier(m, 1280, k, dropout=0.2)
+
+
 FAMILIES = {
     "custom_cnn": (custom_cnn, ("keras3.keras", "tf213.keras", "keras2.h5", "keras3.h5")),
     "teachable_machine": (teachable_machine, ("keras2.h5", "keras3.keras")),
     "efficientnet_v2_s": (efficientnet_v2_s, ("keras3.keras", "keras2.h5")),
     "coverage": (coverage, ("keras3.keras", "tf213.keras", "keras2.h5", "keras3.h5")),
     "resnet50": (resnet50, ("keras3.keras", "keras2.h5")),
+    "vgg16": (vgg16, ("keras3.keras",)),
+    "densenet121": (densenet121, ("keras3.keras", "keras2.h5")),
+    "xception": (xception, ("keras3.h5",)),
+    "efficientnet_b0": (efficientnet_b0, ("keras3.keras", "tf213.keras")),
 }
 
 

@@ -35,6 +35,10 @@ FAMILY_SETUP = {
     "efficientnet_v2_s": ("top_conv", 1.0, 0.0),
     "coverage": ("pad", 1.0, 0.0),
     "resnet50": ("conv5_block3_out", 1.0, -120.0),
+    "vgg16": ("block5_conv3", 1.0, -120.0),
+    "densenet121": ("relu", 1.0 / 255.0, 0.0),
+    "xception": ("block14_sepconv2_act", 1.0 / 127.5, -1.0),
+    "efficientnet_b0": ("top_activation", 1.0, 0.0),
 }
 SMALL = 64
 PHOTOS_SMALL = 3
