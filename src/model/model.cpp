@@ -138,7 +138,7 @@ struct Model::Impl {
       throw Error(ErrorCode::explain_disabled, "explain was switched off when this model was loaded");
     Prediction prediction;
     threads.run([&] {
-      at::init_num_threads();  // LibTorch's intra-op thread count is per thread under OpenMP
+      at::init_num_threads();  // OpenMP keeps a thread count per thread: oneDNN here uses LibTorch's
       prediction = predict_photo(*acquire(), decode(), predict_options, explain);
     });
     return prediction;
