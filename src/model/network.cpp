@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <numeric>
 
@@ -92,8 +93,27 @@ std::vector<Run> runs_of(const ModelDescription& d, std::size_t first, std::size
   return runs;
 }
 
+// Inlining records, in each node, the calls it came from (for error
+// messages); those records point at functions of the model file's compilation
+// unit, which is freed once loaded. Each node now names the composed forward
+// instead, so that an error raised by the graph cannot read freed memory.
+void forget_inlined_calls(const torch::jit::Module& composed) {
+  torch::jit::Function& forward = composed.get_method("forward").function();
+  std::vector<torch::jit::Block*> blocks{composed.get_method("forward").graph()->block()};
+  while (!blocks.empty()) {
+    torch::jit::Block* block = blocks.back();
+    blocks.pop_back();
+    for (torch::jit::Node* node : block->nodes()) {
+      if (node->callstack())
+        node->setCallStack(c10::make_intrusive<torch::jit::InlinedCallStack>(&forward, node->sourceRange()));
+      for (torch::jit::Block* inner : node->blocks()) blocks.push_back(inner);
+    }
+  }
+}
+
 // One frozen module running `parts` (frozen modules) in order, as one graph.
-torch::jit::Module compose(const std::vector<torch::jit::Module>& parts) {
+// Throws Error(invalid_model) when a part's forward does not take one tensor.
+torch::jit::Module compose(const std::vector<torch::jit::Module>& parts, const ModelDescription& d) {
   torch::jit::Module composed("dermal.Composed");
   std::string forward = "def forward(self, x):\n";
   for (std::size_t i = 0; i < parts.size(); ++i) {
@@ -101,8 +121,15 @@ torch::jit::Module compose(const std::vector<torch::jit::Module>& parts) {
     composed.register_module(name, parts[i]);
     forward += "    x = self." + name + ".forward(x)\n";
   }
-  composed.define(forward + "    return x\n");
-  return torch::jit::freeze(composed);  // inlines the parts: their constants are shared, not copied
+  try {
+    composed.define(forward + "    return x\n");
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::invalid_model, fmt::format("the network rejects a 1x3x{}x{} input, as its description sets: {}",
+                                                      d.input_height, d.input_width, torch_message(e)));
+  }
+  torch::jit::Module frozen = torch::jit::freeze(composed);  // inlines the parts: constants shared, not copied
+  forget_inlined_calls(frozen);
+  return frozen;
 }
 
 // Drops a module's own references to its tensors (recursively). A frozen
@@ -112,6 +139,10 @@ void release_tensors(const torch::jit::Module& module) {
   for (torch::jit::Module part : module.modules())
     for (const auto& attribute : part.named_attributes(/*recurse=*/false))
       if (attribute.value.isTensor()) part.setattr(attribute.name, torch::empty({0}));
+}
+
+double milliseconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
 void check_readable_zip(const std::string& path) {
@@ -127,8 +158,10 @@ void check_readable_zip(const std::string& path) {
 }  // namespace
 
 std::shared_ptr<const Network> load_network(const std::string& path, const std::string& cam_layer, bool explain) {
+  auto started = std::chrono::steady_clock::now();
   check_readable_zip(path);
   auto network = std::make_shared<Network>();
+  LoadTimes& times = network->load_times;
   torch::jit::ExtraFilesMap extra{{kDescriptionFile, ""}};
   torch::jit::Module module;
   try {
@@ -153,6 +186,7 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
     throw Error(ErrorCode::unknown_layer,
                 fmt::format("CAM layer \"{}\" is the last stage: its output has no spatial map", network->cam_layer));
 
+  times.read = milliseconds_since(started);
   module.eval();
   for (const auto& parameter : module.parameters()) {
     parameter.set_requires_grad(false);
@@ -182,24 +216,31 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
     // piece's weights exist at a time, and the largest piece goes first,
     // before the others' optimised forms take memory of their own.
     Piece& piece = pieces[i];
+    started = std::chrono::steady_clock::now();
     torch::jit::Module frozen = torch::jit::freeze(piece.module);
     release_tensors(piece.module);
     release_free_memory();
+    times.freeze += milliseconds_since(started);
+    started = std::chrono::steady_clock::now();
     piece.module = optimised[piece.stage] ? torch::jit::optimize_for_inference(frozen) : frozen;
+    times.optimise += milliseconds_since(started);
   }
   module = torch::jit::Module();
 
+  started = std::chrono::steady_clock::now();
   // Each run's pieces become one graph: the request runs one graph before
   // the CAM layer and one after it (more only around frozen_only stages).
   for (const Run& run : runs) {
     std::vector<torch::jit::Module> parts;
     for (const Piece& piece : pieces)
       if (piece.stage >= run.first && piece.stage < run.end) parts.push_back(piece.module);
-    (run.first < optimised_count ? network->before : network->after).push_back(compose(parts));
+    (run.first < optimised_count ? network->before : network->after).push_back(compose(parts, d));
   }
   pieces.clear();  // the last handles on the file's compilation unit: what freezing left there goes now
+  times.compose = milliseconds_since(started);
 
   // One forward of a blank image checks the description against the network.
+  started = std::chrono::steady_clock::now();
   c10::InferenceMode inference;
   torch::Tensor x = torch::zeros({1, 3, d.input_height, d.input_width});
   torch::Tensor activation, logits;
@@ -217,6 +258,7 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
     throw Error(ErrorCode::invalid_model,
                 fmt::format("the network outputs shape {} but the description lists {} labels",
                             fmt::join(logits.sizes(), "x"), d.labels.size()));
+  times.check = milliseconds_since(started);
   return network;
 }
 

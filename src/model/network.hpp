@@ -19,12 +19,22 @@ namespace dermal {
 // they run as frozen graphs of their own between optimised ones. With
 // explain off, the whole network is one optimised graph. The graphs hold
 // the only copy of the weights. Immutable once loaded: shared by requests.
+// Where a load's time went, in milliseconds (benchmarks/cold_start reports it).
+struct LoadTimes {
+  double read = 0;      // the file: archive, weights, description
+  double freeze = 0;    // freezing each piece
+  double optimise = 0;  // optimize_for_inference on each piece
+  double compose = 0;   // the pieces of each run into one graph
+  double check = 0;     // the forward of a blank image
+};
+
 struct Network {
   ModelDescription description;
   std::vector<torch::jit::Module> before;  // up to the CAM layer: one graph unless frozen_only stages split it
   std::vector<torch::jit::Module> after;   // the rest: one graph (none with explain off)
   std::string cam_layer;
   std::uint64_t weight_bytes = 0;
+  LoadTimes load_times;
 };
 
 // Reads, checks and prepares a model file; `cam_layer` empty means the
