@@ -42,6 +42,10 @@ int main(int argc, char** argv) {
   module = torch::jit::optimize_for_inference(frozen);
   out["load_ms"] = since_ms(load_start);
   out["load_peak_mb"] = mb(dermal::memory_status().peak_rss_bytes);
+  out["rss_after_load_mb"] = mb(dermal::memory_status().current_rss_bytes);
+  const Resident loaded = resident();
+  out["rss_anon_after_load_mb"] = loaded.anon_mb;
+  out["rss_file_after_load_mb"] = loaded.file_mb;
 
   const dermal::ModelDescription description = dermal::parse_description(extra["dermal.json"]);
   const std::vector<std::uint8_t> jpeg = read_file(argv[2]);

@@ -27,6 +27,25 @@ def memory():
     return values["VmRSS"], values["VmHWM"]
 
 
+def resident():
+    """{"rss_anon_mb", "rss_file_mb"}: the resident set as a container's memory
+    limit counts it, anonymous (heap, weights) and file-backed (libraries)."""
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                values[f"rss_{key[3:].lower()}_mb"] = int(rest.split()[0]) * 1024 / 1e6
+    return values
+
+
+def after_load():
+    """The settled memory after loading, for the report: VmRSS, RssAnon, RssFile."""
+    resident_now = resident()
+    return {"rss_after_load_mb": memory()[0], "rss_anon_after_load_mb": resident_now["rss_anon_mb"],
+            "rss_file_after_load_mb": resident_now["rss_file_mb"]}
+
+
 def reset_peak():
     """Restarts VmHWM from the current resident set; process_peak() still
     returns the whole run's peak."""

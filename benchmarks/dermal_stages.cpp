@@ -66,6 +66,9 @@ int main(int argc, char** argv) {
   try {
     nlohmann::json out;
     out["baseline_rss_mb"] = mb(dermal::memory_status().current_rss_bytes);
+    const Resident baseline = resident();
+    out["baseline_rss_anon_mb"] = baseline.anon_mb;
+    out["baseline_rss_file_mb"] = baseline.file_mb;
 
     dermal::LoadOptions load_options;
     load_options.threads = threads;
@@ -76,6 +79,9 @@ int main(int argc, char** argv) {
     const dermal::MemoryStatus after_load = dermal::memory_status();
     out["load_peak_mb"] = mb(after_load.peak_rss_bytes);
     out["rss_after_load_mb"] = mb(after_load.current_rss_bytes);
+    const Resident loaded = resident();
+    out["rss_anon_after_load_mb"] = loaded.anon_mb;
+    out["rss_file_after_load_mb"] = loaded.file_mb;
     out["weight_mb"] = mb(model.weight_bytes());
     const dermal::ModelDescription& description = model.description();
 
@@ -138,6 +144,9 @@ int main(int argc, char** argv) {
     reset_peak_keeping_max();
     out["process_peak_mb"] = mb(process_peak);
     out["rss_end_mb"] = mb(dermal::memory_status().current_rss_bytes);
+    const Resident end = resident();
+    out["rss_anon_end_mb"] = end.anon_mb;
+    out["rss_file_end_mb"] = end.file_mb;
     out["threads"] = threads;
     out["top1"] = explained.top[0].label;
     std::cout << out.dump() << std::endl;

@@ -24,6 +24,28 @@ inline void reset_peak() {
 
 inline double mb(std::uint64_t bytes) { return bytes / 1e6; }
 
+// The resident set as a container's memory limit counts it: anonymous
+// (heap, weights) and file-backed (mapped libraries), in MB, from
+// /proc/self/status.
+struct Resident {
+  double anon_mb = 0;
+  double file_mb = 0;
+};
+
+inline Resident resident() {
+  std::ifstream status("/proc/self/status");
+  Resident r;
+  std::string line;
+  while (std::getline(status, line)) {
+    const auto field_mb = [&](const char* name, double& value) {
+      if (line.rfind(name, 0) == 0) value = std::stod(line.substr(std::string(name).size())) * 1024 / 1e6;  // kB
+    };
+    field_mb("RssAnon:", r.anon_mb);
+    field_mb("RssFile:", r.file_mb);
+  }
+  return r;
+}
+
 inline double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t n = values.size();

@@ -26,6 +26,7 @@ def main():
     model = dermal.Model(args.model, threads=args.threads, explain=True, tune_allocator=True)
     load_ms = (time.perf_counter() - started) * 1e3
     load_peak = common.memory()[1]
+    settled = common.after_load()
 
     first = common.Stage()
     result = first.run(lambda: model.predict(jpeg, explain=True, cam_method="gradcam"))
@@ -38,7 +39,7 @@ def main():
         stages["predict"].run(lambda: model.predict(jpeg, explain=False))
         stages["end_to_end_gradcam"].run(lambda: model.predict(jpeg, explain=True, cam_method="gradcam"))
     common.report({
-        "baseline_rss_mb": baseline, "load_ms": load_ms, "load_peak_mb": load_peak,
+        "baseline_rss_mb": baseline, "load_ms": load_ms, "load_peak_mb": load_peak, **settled,
         "first_request_ms": first.milliseconds[0], "first_request_peak_mb": first.peak,
         "stages": {name: stage.json() for name, stage in stages.items()},
         "process_peak_mb": common.process_peak(), "rss_end_mb": common.memory()[0],

@@ -87,6 +87,7 @@ def main():
     model, hookable = eager_model(args.model, description)
     load_ms = (time.perf_counter() - started) * 1e3
     load_peak = common.memory()[1]
+    settled = common.after_load()
 
     def end_to_end():
         photo, x = common.preprocess(jpeg, description)
@@ -104,7 +105,7 @@ def main():
         stages["end_to_end_gradcam"].run(end_to_end)
         stages["gradcam"].run(lambda: gradcam(model, hookable, description, x))
     common.report({
-        "baseline_rss_mb": baseline, "load_ms": load_ms, "load_peak_mb": load_peak,
+        "baseline_rss_mb": baseline, "load_ms": load_ms, "load_peak_mb": load_peak, **settled,
         "first_request_ms": first.milliseconds[0], "first_request_peak_mb": first.peak,
         "stages": {name: stage.json() for name, stage in stages.items()},
         "process_peak_mb": common.process_peak(), "rss_end_mb": common.memory()[0],

@@ -17,6 +17,7 @@ def main():
     model = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.load(args.model).eval()))
     load_ms = (time.perf_counter() - started) * 1e3
     load_peak = common.memory()[1]
+    settled = common.after_load()
 
     def predict(x):
         with torch.inference_mode():
@@ -36,7 +37,7 @@ def main():
         stages["end_to_end_predict"].run(end_to_end)
         stages["predict"].run(lambda: predict(x))
     common.report({
-        "baseline_rss_mb": baseline, "load_ms": load_ms, "load_peak_mb": load_peak,
+        "baseline_rss_mb": baseline, "load_ms": load_ms, "load_peak_mb": load_peak, **settled,
         "first_request_ms": first.milliseconds[0], "first_request_peak_mb": first.peak,
         "stages": {name: stage.json() for name, stage in stages.items()},
         "process_peak_mb": common.process_peak(), "rss_end_mb": common.memory()[0],

@@ -90,6 +90,8 @@ def summarize(program, report):
         "predict_ms": predict,
         "gradcam_ms": stage(report, "end_to_end_gradcam").get("median_ms"),
         "load_peak_mb": report["load_peak_mb"],
+        "rss_anon_after_load_mb": report.get("rss_anon_after_load_mb"),
+        "rss_file_after_load_mb": report.get("rss_file_after_load_mb"),
         "request_peak_mb": max(request_peaks) if request_peaks else None,
         "process_peak_mb": report["process_peak_mb"],
     }
@@ -147,15 +149,18 @@ def markdown(meta, results, side_by_side, reduced, target_lines):
              "*predict*: JPEG bytes in → probabilities (bare forward: preprocessed tensor in). "
              "*Grad-CAM*: JPEG bytes in → probabilities + JPEG overlay out. *cold start*: process start → "
              "first result (Grad-CAM where the configuration does it), timed from outside. "
-             "*request peak*: highest VmHWM while serving requests; *process peak*: whole run, load included.", "",
+             "*request peak*: highest VmHWM while serving requests; *process peak*: whole run, load included. "
+             "*anon* and *file*: RssAnon and RssFile once loaded (the settled resident set a container's "
+             "memory limit counts: heap and weights; mapped libraries).", "",
              "| model | configuration | threads | load (s) | cold start (s) | predict (ms) | Grad-CAM (ms) "
-             "| load peak (MB) | request peak (MB) | process peak (MB) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| load peak (MB) | anon (MB) | file (MB) | request peak (MB) | process peak (MB) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, entry in results.items():
         s = entry["summary"]
         lines.append(f"| {entry['model']} | {PROGRAMS[entry['program']][0]} | {entry['threads']} "
                      f"| {fmt(s['load_ms'], 2, 1e-3)} | {fmt(s['cold_start_ms'], 2, 1e-3)} | {fmt(s['predict_ms'])} "
-                     f"| {fmt(s['gradcam_ms'])} | {fmt(s['load_peak_mb'])} | {fmt(s['request_peak_mb'])} "
+                     f"| {fmt(s['gradcam_ms'])} | {fmt(s['load_peak_mb'])} | {fmt(s.get('rss_anon_after_load_mb'))} "
+                     f"| {fmt(s.get('rss_file_after_load_mb'))} | {fmt(s['request_peak_mb'])} "
                      f"| {fmt(s['process_peak_mb'])} |")
     lines += ["", "## dermal in C++, stage by stage", "",
               "Median ms (peak MB while the stage ran). *predict* and *predict + Grad-CAM* start from the "

@@ -77,6 +77,8 @@ int main(int argc, char** argv) {
     out["dermal_gradcam_median_ms"] = median(dermal_ms);
     out["ratio_of_medians"] = median(dermal_ms) / median(bare_ms);
     out["median_round_ratio"] = median(round_ratios);
+    out["bare_forward_ms"] = bare_ms;  // every round, in order, to see the noise
+    out["dermal_gradcam_ms"] = dermal_ms;
     out["runs"] = options.repeats;
     out["threads"] = options.threads;
     std::cout << out.dump() << std::endl;

@@ -64,6 +64,48 @@ class TwoInputs(nn.Module):
         return self.head(self.rest(self.stem(x, mask)))
 
 
+class Many(nn.Module):
+    """Twelve conv stages and a three-layer head: a network cut into many stages."""
+
+    def __init__(self):
+        super().__init__()
+        widths = [3] + [8] * 6 + [16] * 6
+        self.features = nn.Sequential(*(
+            nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, stride=2 if i == 6 else 1, padding=1),
+                          nn.BatchNorm2d(widths[i + 1]), nn.ReLU())
+            for i in range(12)))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, len(LABELS)))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+MANY_STAGES = [f"features.{i}" for i in range(12)] + ["head.0", "head.1", "head.2"]
+
+
+def many_stages_input():
+    """A fixed input the C++ test builds the same way."""
+    return (torch.arange(3 * HEIGHT * WIDTH, dtype=torch.float32).reshape(1, 3, HEIGHT, WIDTH) % 17) / 8 - 1
+
+
+def write_many_stages(out):
+    """many_stages.pt (no frozen_only stage), many_stages_frozen_only.pt (features.4
+    marked frozen_only, as the exporter marks a stage oneDNN gets wrong) and the
+    logits Python torch gives for many_stages_input()."""
+    torch.manual_seed(5)
+    model = Many().train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(4, 3, HEIGHT, WIDTH) * 4 - 2)
+    model.eval()
+    many = description(stages=MANY_STAGES, cam_layer="features.9")
+    dermal_model.save(model, many, out / "many_stages.pt")
+    save_unchecked(model, dict(many, frozen_only=["features.4"]), out / "many_stages_frozen_only.pt")
+    with torch.no_grad():
+        logits = model(many_stages_input())[0]
+    (out / "many_stages_logits.txt").write_text(" ".join(f"{v:.8g}" for v in logits.tolist()) + "\n")
+
+
 def tiny_model(seed=0, **kwargs):
     torch.manual_seed(seed)
     model = Tiny(**kwargs)
@@ -163,6 +205,7 @@ def main(out):
     large = description()
     large["input"].update(width=512, height=512)
     dermal_model.save(model, large, out / "tiny_512.pt")
+    write_many_stages(out)
     print(f"model fixtures written to {out}")
 
 

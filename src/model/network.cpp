@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <numeric>
 
@@ -34,19 +35,101 @@ torch::jit::Module submodule(const torch::jit::Module& root, const std::string& 
   return module;
 }
 
-// Indices of `stages`, the stage holding the most tensor bytes first.
-std::vector<std::size_t> largest_first(const torch::jit::Module& root, const std::vector<std::string>& stages) {
-  std::vector<std::uint64_t> bytes;
-  for (const std::string& name : stages) {
-    std::uint64_t total = 0;
-    for (const auto& attribute : submodule(root, name).named_attributes(/*recurse=*/true))
-      if (attribute.value.isTensor()) total += attribute.value.toTensor().nbytes();
-    bytes.push_back(total);
+std::uint64_t tensor_bytes(const torch::jit::Module& module) {
+  std::uint64_t total = 0;
+  for (const auto& attribute : module.named_attributes(/*recurse=*/true))
+    if (attribute.value.isTensor()) total += attribute.value.toTensor().nbytes();
+  return total;
+}
+
+// A part of the network frozen and optimised on its own while loading: a
+// stage, or a child of a large nn.Sequential stage.
+struct Piece {
+  torch::jit::Module module;
+  std::size_t stage;  // index in the description's stages
+  std::uint64_t bytes;
+};
+
+// Pieces above this size are cut into their children where that keeps the
+// forward (nn.Sequential), so that the copies freezing and optimising make
+// beside the weights they replace stay small: they set the load's peak.
+constexpr std::uint64_t kLargestPiece = 16 << 20;
+
+bool is_sequential(const torch::jit::Module& module) {
+  const std::string name = module.type()->name()->qualifiedName();
+  const std::string container = "__torch__.torch.nn.modules.container.", sequential = ".Sequential";
+  return name.compare(0, container.size(), container) == 0 && name.size() > sequential.size() &&
+         name.compare(name.size() - sequential.size(), sequential.size(), sequential) == 0;
+}
+
+// Appends `module`'s pieces, in forward order.
+void cut_into_pieces(const torch::jit::Module& module, std::size_t stage, std::vector<Piece>& pieces) {
+  const std::uint64_t bytes = tensor_bytes(module);
+  const auto children = module.children();
+  if (bytes > kLargestPiece && is_sequential(module) && children.size() > 0) {
+    for (const torch::jit::Module child : children) cut_into_pieces(child, stage, pieces);
+  } else {
+    pieces.push_back({module, stage, bytes});
   }
-  std::vector<std::size_t> order(stages.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return bytes[a] > bytes[b]; });
-  return order;
+}
+
+// Consecutive stages [first, end) that run as one graph, optimised or frozen only.
+struct Run {
+  std::size_t first, end;
+  bool optimised;
+};
+
+// Stages [first, end) as the fewest runs. With `optimise`, stages listed in
+// frozen_only get runs of their own, left unoptimised: oneDNN's rewrite works
+// on a whole graph, so a run holding one would rewrite it too.
+std::vector<Run> runs_of(const ModelDescription& d, std::size_t first, std::size_t end, bool optimise) {
+  std::vector<Run> runs;
+  for (std::size_t i = first; i < end; ++i) {
+    const bool optimised =
+        optimise && std::find(d.frozen_only.begin(), d.frozen_only.end(), d.stages[i]) == d.frozen_only.end();
+    if (runs.empty() || runs.back().optimised != optimised) runs.push_back({i, i, optimised});
+    runs.back().end = i + 1;
+  }
+  return runs;
+}
+
+// Inlining records, in each node, the calls it came from (for error
+// messages); those records point at functions of the model file's compilation
+// unit, which is freed once loaded. Each node now names the composed forward
+// instead, so that an error raised by the graph cannot read freed memory.
+void forget_inlined_calls(const torch::jit::Module& composed) {
+  torch::jit::Function& forward = composed.get_method("forward").function();
+  std::vector<torch::jit::Block*> blocks{composed.get_method("forward").graph()->block()};
+  while (!blocks.empty()) {
+    torch::jit::Block* block = blocks.back();
+    blocks.pop_back();
+    for (torch::jit::Node* node : block->nodes()) {
+      if (node->callstack())
+        node->setCallStack(c10::make_intrusive<torch::jit::InlinedCallStack>(&forward, node->sourceRange()));
+      for (torch::jit::Block* inner : node->blocks()) blocks.push_back(inner);
+    }
+  }
+}
+
+// One frozen module running `parts` (frozen modules) in order, as one graph.
+// Throws Error(invalid_model) when a part's forward does not take one tensor.
+torch::jit::Module compose(const std::vector<torch::jit::Module>& parts, const ModelDescription& d) {
+  torch::jit::Module composed("dermal.Composed");
+  std::string forward = "def forward(self, x):\n";
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const std::string name = "part" + std::to_string(i);
+    composed.register_module(name, parts[i]);
+    forward += "    x = self." + name + ".forward(x)\n";
+  }
+  try {
+    composed.define(forward + "    return x\n");
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::invalid_model, fmt::format("the network rejects a 1x3x{}x{} input, as its description sets: {}",
+                                                      d.input_height, d.input_width, torch_message(e)));
+  }
+  torch::jit::Module frozen = torch::jit::freeze(composed);  // inlines the parts: constants shared, not copied
+  forget_inlined_calls(frozen);
+  return frozen;
 }
 
 // Drops a module's own references to its tensors (recursively). A frozen
@@ -56,6 +139,10 @@ void release_tensors(const torch::jit::Module& module) {
   for (torch::jit::Module part : module.modules())
     for (const auto& attribute : part.named_attributes(/*recurse=*/false))
       if (attribute.value.isTensor()) part.setattr(attribute.name, torch::empty({0}));
+}
+
+double milliseconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
 void check_readable_zip(const std::string& path) {
@@ -71,8 +158,10 @@ void check_readable_zip(const std::string& path) {
 }  // namespace
 
 std::shared_ptr<const Network> load_network(const std::string& path, const std::string& cam_layer, bool explain) {
+  auto started = std::chrono::steady_clock::now();
   check_readable_zip(path);
   auto network = std::make_shared<Network>();
+  LoadTimes& times = network->load_times;
   torch::jit::ExtraFilesMap extra{{kDescriptionFile, ""}};
   torch::jit::Module module;
   try {
@@ -97,6 +186,7 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
     throw Error(ErrorCode::unknown_layer,
                 fmt::format("CAM layer \"{}\" is the last stage: its output has no spatial map", network->cam_layer));
 
+  times.read = milliseconds_since(started);
   module.eval();
   for (const auto& parameter : module.parameters()) {
     parameter.set_requires_grad(false);
@@ -108,25 +198,49 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
   // layer stay differentiable. Stages the exporter found LibTorch's oneDNN
   // rewrite to get wrong ("frozen_only") are never optimised.
   const std::size_t optimised_count = explain ? split + 1 : d.stages.size();
-  std::vector<torch::jit::Module> prepared(d.stages.size());
-  for (const std::size_t i : largest_first(module, d.stages)) {
+  std::vector<Run> runs = runs_of(d, 0, optimised_count, true);
+  const std::vector<Run> after = runs_of(d, optimised_count, d.stages.size(), false);
+  runs.insert(runs.end(), after.begin(), after.end());
+  std::vector<bool> optimised(d.stages.size());
+  for (const Run& run : runs) std::fill(optimised.begin() + run.first, optimised.begin() + run.end, run.optimised);
+
+  std::vector<Piece> pieces;
+  for (std::size_t i = 0; i < d.stages.size(); ++i) cut_into_pieces(submodule(module, d.stages[i]), i, pieces);
+  std::vector<std::size_t> largest_first(pieces.size());
+  std::iota(largest_first.begin(), largest_first.end(), std::size_t{0});
+  std::stable_sort(largest_first.begin(), largest_first.end(),
+                   [&](std::size_t a, std::size_t b) { return pieces[a].bytes > pieces[b].bytes; });
+  for (const std::size_t i : largest_first) {
     // Freezing folds batch norms into new weights; the originals are released
     // before optimising makes the next copy, so at most two copies of one
-    // stage's weights exist at a time, and the largest stage goes first,
+    // piece's weights exist at a time, and the largest piece goes first,
     // before the others' optimised forms take memory of their own.
-    const torch::jit::Module stage = submodule(module, d.stages[i]);
-    torch::jit::Module frozen = torch::jit::freeze(stage);
-    release_tensors(stage);
+    Piece& piece = pieces[i];
+    started = std::chrono::steady_clock::now();
+    torch::jit::Module frozen = torch::jit::freeze(piece.module);
+    release_tensors(piece.module);
     release_free_memory();
-    const bool optimisable =
-        std::find(d.frozen_only.begin(), d.frozen_only.end(), d.stages[i]) == d.frozen_only.end();
-    prepared[i] = i < optimised_count && optimisable ? torch::jit::optimize_for_inference(frozen) : frozen;
+    times.freeze += milliseconds_since(started);
+    started = std::chrono::steady_clock::now();
+    piece.module = optimised[piece.stage] ? torch::jit::optimize_for_inference(frozen) : frozen;
+    times.optimise += milliseconds_since(started);
   }
-  network->before.assign(prepared.begin(), prepared.begin() + optimised_count);
-  network->after.assign(prepared.begin() + optimised_count, prepared.end());
   module = torch::jit::Module();
 
+  started = std::chrono::steady_clock::now();
+  // Each run's pieces become one graph: the request runs one graph before
+  // the CAM layer and one after it (more only around frozen_only stages).
+  for (const Run& run : runs) {
+    std::vector<torch::jit::Module> parts;
+    for (const Piece& piece : pieces)
+      if (piece.stage >= run.first && piece.stage < run.end) parts.push_back(piece.module);
+    (run.first < optimised_count ? network->before : network->after).push_back(compose(parts, d));
+  }
+  pieces.clear();  // the last handles on the file's compilation unit: what freezing left there goes now
+  times.compose = milliseconds_since(started);
+
   // One forward of a blank image checks the description against the network.
+  started = std::chrono::steady_clock::now();
   c10::InferenceMode inference;
   torch::Tensor x = torch::zeros({1, 3, d.input_height, d.input_width});
   torch::Tensor activation, logits;
@@ -144,11 +258,12 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
     throw Error(ErrorCode::invalid_model,
                 fmt::format("the network outputs shape {} but the description lists {} labels",
                             fmt::join(logits.sizes(), "x"), d.labels.size()));
+  times.check = milliseconds_since(started);
   return network;
 }
 
-torch::Tensor run_stages(const std::vector<torch::jit::Module>& stages, torch::Tensor x) {
-  for (torch::jit::Module stage : stages) x = stage.forward({x}).toTensor();  // a handle copy: forward is not const
+torch::Tensor run_stages(const std::vector<torch::jit::Module>& graphs, torch::Tensor x) {
+  for (torch::jit::Module graph : graphs) x = graph.forward({x}).toTensor();  // a handle copy: forward is not const
   return x;
 }
 

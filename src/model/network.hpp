@@ -12,16 +12,29 @@
 
 namespace dermal {
 
-// Stages up to and including the CAM layer are frozen and optimised for
-// inference (no autograd through them); the stages after it are frozen only,
-// so a gradient can flow back to the CAM layer's output. Each stage holds
-// the only copy of its weights. Immutable once loaded: shared by requests.
+// The stages up to and including the CAM layer run as one frozen graph
+// optimised for inference (no autograd through it); the stages after it as
+// one frozen graph, so a gradient can flow back to the CAM layer's output.
+// Stages listed in the description's frozen_only split the first graph:
+// they run as frozen graphs of their own between optimised ones. With
+// explain off, the whole network is one optimised graph. The graphs hold
+// the only copy of the weights. Immutable once loaded: shared by requests.
+// Where a load's time went, in milliseconds (benchmarks/cold_start reports it).
+struct LoadTimes {
+  double read = 0;      // the file: archive, weights, description
+  double freeze = 0;    // freezing each piece
+  double optimise = 0;  // optimize_for_inference on each piece
+  double compose = 0;   // the pieces of each run into one graph
+  double check = 0;     // the forward of a blank image
+};
+
 struct Network {
   ModelDescription description;
-  std::vector<torch::jit::Module> before;  // ends with the CAM layer
-  std::vector<torch::jit::Module> after;
+  std::vector<torch::jit::Module> before;  // up to the CAM layer: one graph unless frozen_only stages split it
+  std::vector<torch::jit::Module> after;   // the rest: one graph (none with explain off)
   std::string cam_layer;
   std::uint64_t weight_bytes = 0;
+  LoadTimes load_times;
 };
 
 // Reads, checks and prepares a model file; `cam_layer` empty means the
@@ -29,7 +42,7 @@ struct Network {
 // Error(io, invalid_model, unknown_layer); LibTorch failures propagate.
 std::shared_ptr<const Network> load_network(const std::string& path, const std::string& cam_layer, bool explain);
 
-// Runs stages in order on x.
-torch::Tensor run_stages(const std::vector<torch::jit::Module>& stages, torch::Tensor x);
+// Runs graphs in order on x.
+torch::Tensor run_stages(const std::vector<torch::jit::Module>& graphs, torch::Tensor x);
 
 }  // namespace dermal
