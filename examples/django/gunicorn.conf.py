@@ -6,12 +6,12 @@ The master loads the model (preload_app with DERMAL_PRELOAD=1) and then forks
 GUNICORN_WORKERS workers, which share its weights and LibTorch copy-on-write:
 a worker adds only what its own requests touch. Measured with loadtest.py
 (reference EfficientNetV2-S, 78 MB of weights, Grad-CAM on, 2-3 MP photos),
-total PSS of the master and its workers on a host of its own: ~335 MB after
-start whatever the number of workers, ~367 MB after 200 requests with 1 or 2
-workers (what the first requests fault in is mostly shared), and a peak of
-375 MB with 1 worker, 419 MB with 2, 465 MB with 3, while inferences run
-in every worker at once. Two workers fit; a third leaves no room for larger
-photos.
+total PSS of the master and its workers on a host of its own: 330-337 MB
+after start whatever the number of workers, ~367 MB after 200 requests with
+1 or 2 workers (what the first requests fault in is mostly shared), and a
+peak of 375 MB with 1 worker, 417-420 MB with 2 (three runs) and 465 MB with
+3, while every worker runs an inference. Two workers fit a 512 MB host; a
+third leaves no room for larger photos.
 Every value below can be overridden by GUNICORN_* variables named alongside.
 """
 import os
