@@ -2,11 +2,16 @@
 
 It is created once per process from settings.DERMAL, on first use (or by
 start() when DERMAL_PRELOAD is on), under a lock so concurrent first requests
-share one instance. Predictions run on the model's own DERMAL_MAX_CONCURRENT
-inference threads, not on gunicorn's request threads: a request waits up to
-DERMAL_QUEUE_TIMEOUT_MS for one of them, then predict() raises dermal.Busy.
+share one instance. Under gunicorn with preload_app (gunicorn.conf.py) the
+master creates it before forking and every worker uses that instance, its
+weights shared copy-on-write (the library supports fork() after loading).
+Predictions run on the model's own DERMAL_MAX_CONCURRENT inference threads
+(each process starts its own), not on gunicorn's request threads: a request
+waits up to DERMAL_QUEUE_TIMEOUT_MS for one of them, then predict() raises
+dermal.Busy.
 """
 import logging
+import os
 import threading
 import time
 
@@ -42,8 +47,9 @@ def model():
                 _model_error = f"{error.status_name}: {error}"
                 raise
             _model_error = None
-            log.info("dermal model %s opened in %.2f s (loaded: %s, explain: %s, %d inference threads)",
-                     c["model"], time.monotonic() - started, _model.loaded, c["explain"], c["max_concurrent"])
+            log.info("dermal model %s opened by process %d in %.2f s (loaded: %s, explain: %s, %d inference threads)",
+                     c["model"], os.getpid(), time.monotonic() - started, _model.loaded, c["explain"],
+                     c["max_concurrent"])
         return _model
 
 

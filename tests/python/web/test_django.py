@@ -1,13 +1,24 @@
 """The Django example (examples/django) through Django's test client: every
 endpoint, every refusal as a 4xx JSON error naming what was wrong, and the
-environment configuration. Uses the real dermal package and the demo model."""
+environment configuration; and gunicorn with gunicorn.conf.py: the master
+loads the model, the workers forked from it answer. Uses the real dermal
+package and the demo model."""
 import base64
 import importlib
 import io
+import json
 import os
+import re
+import signal
+import socket
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
+import time
+import urllib.request
+import uuid
 import zlib
 
 import pytest
@@ -395,3 +406,103 @@ def test_the_example_tunes_the_allocator_unless_told_not_to(monkeypatch):
     assert importlib.reload(site_settings).DERMAL["tune_allocator"] is True
     monkeypatch.setenv("DERMAL_TUNE_ALLOCATOR", "0")
     assert importlib.reload(site_settings).DERMAL["tune_allocator"] is False
+
+
+# --- gunicorn: the master loads the model, the workers forked from it serve ----------------
+
+WORKERS = 2
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return sorted(int(child) for child in f.read().split())
+
+
+def _read(log):
+    log.seek(0)
+    return log.read().decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def gunicorn_site():
+    """gunicorn with the example's gunicorn.conf.py, WORKERS workers, on a free loopback port;
+    yields (base URL, master pid, worker pids, log file) once every worker is up and /health says loaded."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    here = os.path.join(ROOT, "examples", "django")
+    env = dict(os.environ, DERMAL_MODEL=DEMO_MODEL, DERMAL_PRELOAD="1", DERMAL_EXPLAIN="1",
+               GUNICORN_WORKERS=str(WORKERS), GUNICORN_THREADS="2", GUNICORN_BIND=f"127.0.0.1:{port}",
+               PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "capi", "python"), here]))
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", os.path.join(here, "gunicorn.conf.py"),
+                               "dermal_site.wsgi:application"], cwd=here, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, "gunicorn exited:\n" + _read(log)[-4000:]
+            workers = _children(server.pid)
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as response:
+                    if json.load(response)["model_loaded"] and len(workers) == WORKERS:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not start its workers:\n" + _read(log)[-4000:]
+            time.sleep(0.2)
+        yield base, server.pid, workers, log
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def _post_to(base, photo):
+    """POST /api/predict over loopback; the JSON answer."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"photo.jpg\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + photo + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(base + "/api/predict", data=body,
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200
+        return json.load(response)
+
+
+def test_gunicorn_forks_the_configured_workers_after_the_master_loaded_the_model(gunicorn_site):
+    base, master, workers, log = gunicorn_site
+    assert len(workers) == WORKERS
+    loaded_by = [int(pid) for pid in re.findall(r"dermal model \S+ opened by process (\d+)", _read(log))]
+    assert loaded_by == [master], _read(log)[-4000:]
+
+
+def test_every_gunicorn_worker_answers_as_one_process_does(gunicorn_site):
+    """Each worker in turn is the only one running (the others stopped with SIGSTOP, so only it can
+    accept the connection); its answer must equal the library's in this process, and no worker may
+    load the model (the site logs every load with the process's pid)."""
+    base, master, workers, log = gunicorn_site
+    photo = sample("nevus_1.jpg")
+    with dermal.Model(DEMO_MODEL) as model:
+        direct = model.predict(photo)
+    for worker in workers:
+        others = [pid for pid in workers if pid != worker]
+        for pid in others:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            body = _post_to(base, photo)
+        finally:
+            for pid in others:
+                os.kill(pid, signal.SIGCONT)
+        assert [s["label"] for s in body["top"]] == [s.label for s in direct.top], worker
+        for label, probability in direct.probabilities.items():
+            assert body["probabilities"][label] == pytest.approx(probability, abs=1e-6), worker
+        assert base64.b64decode(body["explanation"]["overlay"]) == direct.explanations[0].overlay, worker
+    assert _children(master) == workers  # none died and was replaced
+    loaded_by = [int(pid) for pid in re.findall(r"dermal model \S+ opened by process (\d+)", _read(log))]
+    assert loaded_by == [master], _read(log)[-4000:]
