@@ -208,8 +208,8 @@ class Model {
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
-  // Classifies an encoded photo (JPEG, PNG, BMP). The intermediates are freed
-  // before it returns; the inference thread's heap keeps them for the next.
+  // Classifies an encoded photo (JPEG, PNG, BMP). After each prediction the
+  // freed intermediates are handed back to the system (glibc malloc_trim).
   Prediction predict(const std::uint8_t* data, std::size_t size, const PredictOptions& options = {});
   // Classifies an upright RGB picture.
   Prediction predict(const Image& image, const PredictOptions& options = {});
