@@ -3,6 +3,8 @@
 #include "model/network.hpp"
 
 #include <fmt/format.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <fstream>
@@ -16,6 +18,12 @@ namespace dermal {
 namespace {
 
 constexpr const char* kDescriptionFile = "dermal.json";
+
+// LibTorch 2.6 (Debian 13) runs optimize_for_inference's oneDNN graphs
+// wrongly: NaN (EfficientNetV2-S), SIGFPE in a residual add (ResNet-50), an
+// internal assert for max_pool2d and batch_norm outside InferenceMode
+// (ResNet-50, DenseNet-121). Its frozen graphs are right; 1.13 keeps both.
+constexpr bool kOptimiseForInference = TORCH_VERSION_MAJOR < 2;
 
 torch::jit::Module submodule(const torch::jit::Module& root, const std::string& dotted_path) {
   torch::jit::Module module = root;
@@ -119,6 +127,7 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
     release_tensors(stage);
     release_free_memory();
     const bool optimisable =
+        kOptimiseForInference &&
         std::find(d.frozen_only.begin(), d.frozen_only.end(), d.stages[i]) == d.frozen_only.end();
     prepared[i] = i < optimised_count && optimisable ? torch::jit::optimize_for_inference(frozen) : frozen;
   }
@@ -148,6 +157,10 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
 }
 
 torch::Tensor run_stages(const std::vector<torch::jit::Module>& stages, torch::Tensor x) {
+  // LibTorch 2.6's profiling executor fuses frozen graphs (NNC) at their
+  // second run: seconds of compiling per network, and NaN for a scripted
+  // EfficientNetV2-S. The setting is per thread and restored on return.
+  const torch::jit::GraphOptimizerEnabledGuard executor_optimisations(kOptimiseForInference);
   for (torch::jit::Module stage : stages) x = stage.forward({x}).toTensor();  // a handle copy: forward is not const
   return x;
 }
