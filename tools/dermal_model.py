@@ -47,9 +47,12 @@ def submodule(module, dotted_path):
 
 
 def run_stages(module, stages, x):
-    """The forward of a dermal model, stage by stage (what the library does)."""
-    for name in stages:
-        x = submodule(module, name)(x)
+    """The forward of a dermal model, stage by stage (what the library does,
+    with TorchScript's executor optimisations off under torch 2.x: its NNC
+    fusion turns EfficientNetV2-S's output into NaN there)."""
+    with torch.jit.optimized_execution(optimises_for_inference(torch.__version__)):
+        for name in stages:
+            x = submodule(module, name)(x)
     return x
 
 
