@@ -47,24 +47,39 @@ def submodule(module, dotted_path):
 
 
 def run_stages(module, stages, x):
-    """The forward of a dermal model, stage by stage (what the library does)."""
-    for name in stages:
-        x = submodule(module, name)(x)
+    """The forward of a dermal model, stage by stage (what the library does,
+    with TorchScript's executor optimisations off under torch 2.x: its NNC
+    fusion turns EfficientNetV2-S's output into NaN there)."""
+    with torch.jit.optimized_execution(optimises_for_inference(torch.__version__)):
+        for name in stages:
+            x = submodule(module, name)(x)
     return x
+
+
+def optimises_for_inference(torch_version):
+    """Whether the library built on this torch version optimises stages for
+    inference: not from 2.0 on, whose oneDNN graphs (Debian 13's 2.6) give NaN,
+    crash (SIGFPE) or fail an internal assert outside inference mode."""
+    return int(torch_version.split(".")[0]) < 2
 
 
 def stages_wrongly_optimised(scripted, stages, x):
     """The stages whose torch.jit.optimize_for_inference form does not compute
     what their frozen form does on `x` (LibTorch 1.13's oneDNN rewrite is
     wrong for some layers, e.g. MobileNetV3's squeeze-excitation blocks).
-    The library leaves these stages frozen only."""
+    The library leaves these stages frozen only. Under a torch that cannot
+    run that rewrite (see optimises_for_inference) it cannot be checked for
+    the library's 1.13: every stage is listed."""
+    if not optimises_for_inference(torch.__version__):
+        return list(stages)
     wrong = []
     with torch.no_grad():
         for name in stages:
             expected = torch.jit.freeze(submodule(scripted, name))(x)
             actual = torch.jit.optimize_for_inference(torch.jit.freeze(submodule(scripted, name)))(x)
             tolerance = 1e-3 * (1.0 + float(expected.abs().max()))
-            if actual.shape != expected.shape or float((actual - expected).abs().max()) > tolerance:
+            if (actual.shape != expected.shape or not bool(torch.isfinite(actual).all())
+                    or float((actual - expected).abs().max()) > tolerance):
                 wrong.append(name)
             x = expected
     return wrong
@@ -90,7 +105,8 @@ def save(module, description, path):
     if not torch.allclose(whole, staged, atol=1e-5, rtol=1e-4):
         raise ValueError("running the stages one by one does not equal forward")
     scripted = torch.jit.script(module)
-    description = dict(description, frozen_only=stages_wrongly_optimised(scripted, description["stages"], x))
+    description = dict(description, frozen_only=stages_wrongly_optimised(scripted, description["stages"], x),
+                       exported_by={"torch": torch.__version__})
     torch.jit.save(scripted, str(path),
                    _extra_files={DESCRIPTION_FILE: json.dumps(description, indent=1)})
 

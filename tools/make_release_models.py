@@ -8,7 +8,7 @@ predicts the same (tests/cross_release; tools/debian13.sh runs both ways).
 
 OUT_DIR receives the model files and predictions.json:
     {"torch": "2.6.0", "python": "3.13.5", "models": {"FILE": {"exported_by": ...,
-     "predictions": {"PHOTO": {"probabilities": [...], "cam_label": ..., "heatmap_raw": [[...]]}}}}}
+     "predictions": {"PHOTO": {"probabilities": [...], "cam_label": ..., "heatmap": [[...]]}}}}}
 """
 import glob
 import json
@@ -47,7 +47,8 @@ def dermal_package():
 
 
 def predictions(dermal, path):
-    """photo name → dermal's probabilities (model's label order) and Grad-CAM map of the top class."""
+    """photo name → dermal's probabilities (model's label order) and Grad-CAM map
+    (at the CAM layer's resolution, normalised) of the top class."""
     out = {}
     with dermal.Model(path) as model:
         for photo in SAMPLES:
@@ -55,8 +56,8 @@ def predictions(dermal, path):
                 result = model.predict(f.read(), top_k=len(model.labels))
             out[os.path.basename(photo)] = {
                 "probabilities": [result.probabilities[label] for label in model.labels],
-                "cam_label": result.cam_label,
-                "heatmap_raw": [[float(value) for value in row] for row in result.heatmap_raw],
+                "cam_label": result.explanations[0].label,
+                "heatmap": result.explanations[0].heatmap.tolist(),
             }
     return out
 

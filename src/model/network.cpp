@@ -3,6 +3,8 @@
 #include "model/network.hpp"
 
 #include <fmt/format.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +19,12 @@ namespace dermal {
 namespace {
 
 constexpr const char* kDescriptionFile = "dermal.json";
+
+// LibTorch 2.6 (Debian 13) runs optimize_for_inference's oneDNN graphs
+// wrongly: NaN (EfficientNetV2-S), SIGFPE in a residual add (ResNet-50), an
+// internal assert for max_pool2d and batch_norm outside InferenceMode
+// (ResNet-50, DenseNet-121). Its frozen graphs are right; 1.13 keeps both.
+constexpr bool kOptimiseForInference = TORCH_VERSION_MAJOR < 2;
 
 torch::jit::Module submodule(const torch::jit::Module& root, const std::string& dotted_path) {
   torch::jit::Module module = root;
@@ -85,8 +93,8 @@ struct Run {
 std::vector<Run> runs_of(const ModelDescription& d, std::size_t first, std::size_t end, bool optimise) {
   std::vector<Run> runs;
   for (std::size_t i = first; i < end; ++i) {
-    const bool optimised =
-        optimise && std::find(d.frozen_only.begin(), d.frozen_only.end(), d.stages[i]) == d.frozen_only.end();
+    const bool optimised = kOptimiseForInference && optimise &&
+                           std::find(d.frozen_only.begin(), d.frozen_only.end(), d.stages[i]) == d.frozen_only.end();
     if (runs.empty() || runs.back().optimised != optimised) runs.push_back({i, i, optimised});
     runs.back().end = i + 1;
   }
@@ -263,6 +271,10 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
 }
 
 torch::Tensor run_stages(const std::vector<torch::jit::Module>& graphs, torch::Tensor x) {
+  // LibTorch 2.6's profiling executor fuses frozen graphs (NNC) at their
+  // second run: seconds of compiling per network, and NaN for a scripted
+  // EfficientNetV2-S. The setting is per thread and restored on return.
+  const torch::jit::GraphOptimizerEnabledGuard executor_optimisations(kOptimiseForInference);
   for (torch::jit::Module graph : graphs) x = graph.forward({x}).toTensor();  // a handle copy: forward is not const
   return x;
 }

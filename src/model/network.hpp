@@ -17,8 +17,10 @@ namespace dermal {
 // one frozen graph, so a gradient can flow back to the CAM layer's output.
 // Stages listed in the description's frozen_only split the first graph:
 // they run as frozen graphs of their own between optimised ones. With
-// explain off, the whole network is one optimised graph. The graphs hold
-// the only copy of the weights. Immutable once loaded: shared by requests.
+// explain off, the whole network is one optimised graph. Under LibTorch 2.x
+// nothing is optimised (network.cpp says why). The graphs hold the only copy
+// of the weights. Immutable once loaded: shared by requests.
+
 // Where a load's time went, in milliseconds (benchmarks/cold_start reports it).
 struct LoadTimes {
   double read = 0;      // the file: archive, weights, description

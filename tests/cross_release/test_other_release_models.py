@@ -61,8 +61,8 @@ def test_a_file_from_the_other_release_predicts_the_same(dermal, name):
             probabilities = [here.probabilities[label] for label in model.labels]
             difference = max(abs(a - b) for a, b in zip(probabilities, there["probabilities"]))
             assert difference <= PROBABILITY_TOLERANCE, (photo, probabilities, there["probabilities"])
-            assert here.cam_label == there["cam_label"], photo
-            rows_here, rows_there = here.heatmap_raw, there["heatmap_raw"]
+            assert here.explanations[0].label == there["cam_label"], photo
+            rows_here, rows_there = here.explanations[0].heatmap.tolist(), there["heatmap"]
             assert [len(row) for row in rows_here] == [len(row) for row in rows_there], photo
             heatmap_difference = max(abs(a - b) for r, s in zip(rows_here, rows_there) for a, b in zip(r, s))
             assert heatmap_difference <= HEATMAP_TOLERANCE, (photo, heatmap_difference)

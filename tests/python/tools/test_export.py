@@ -77,6 +77,7 @@ def test_export_reloads_with_description_and_stage_chain(exported, arch):
     assert description["labels"] == LABELS
     assert description["stages"] == stages
     assert description["cam_layer"] == cam_layer
+    assert description["exported_by"] == {"torch": torch.__version__}
     spec = description["input"]
     assert (spec["width"], spec["height"]) == (SIZE, SIZE)
     assert spec["mean"] == dermal_model.IMAGENET_MEAN
