@@ -243,6 +243,27 @@ def teachable_machine(size, seed=2):
     return outer
 
 
+def _squeeze_excite_project(k, m, name, channels, width, out, se_ratio, eps, momentum):
+    """An MBConv block after its depthwise convolution, as keras.applications'
+    EfficientNets write it: BN, swish, squeeze-excitation, 1x1 projection, BN."""
+    k.bn(m, name + "bn", width, eps, momentum)
+    activated = k.simple(m, "Activation", name + "activation", activation="swish")
+    squeezed = max(1, int(channels * se_ratio))
+    k.simple(m, "GlobalAveragePooling2D", name + "se_squeeze", data_format="channels_last", keepdims=False)
+    k.simple(m, "Reshape", name + "se_reshape", target_shape=[1, 1, width])
+    k.conv(m, name + "se_reduce", squeezed, 1, width, activation="swish")
+    k.conv(m, name + "se_expand", width, 1, squeezed, activation="sigmoid")
+    k.simple(m, "Multiply", name + "se_excite", inputs=[activated, name + "se_expand"])
+    k.conv(m, name + "project_conv", out, 1, width, use_bias=False)
+    k.bn(m, name + "project_bn", out, eps, momentum, gamma=(0.2, 0.5))
+
+
+def _residual(k, m, name, block_input, drop_rate):
+    """The block's stochastic-depth Dropout (inert at inference) and its skip connection."""
+    k.simple(m, "Dropout", name + "drop", rate=drop_rate, noise_shape=[None, 1, 1, 1], seed=None)
+    k.simple(m, "Add", name + "add", inputs=[name + "drop", block_input])
+
+
 # EfficientNetV2-S: (kernel, repeats, in, out, expansion, stride, se ratio, fused)
 EFFICIENTNETV2_S_BLOCKS = [
     (3, 2, 24, 24, 1, 1, 0.0, True), (3, 4, 24, 48, 4, 2, 0.0, True),
@@ -282,20 +303,9 @@ def efficientnet_v2_s_backbone(k, size):
                     k.bn(m, name + "expand_bn", width, eps, momentum)
                     k.simple(m, "Activation", name + "expand_activation", activation="swish")
                 k.depthwise(m, name + "dwconv2", kernel, width, strides=stride_j)
-                k.bn(m, name + "bn", width, eps, momentum)
-                activated = k.simple(m, "Activation", name + "activation", activation="swish")
-                squeezed = max(1, int(channels * se_ratio))
-                k.simple(m, "GlobalAveragePooling2D", name + "se_squeeze", data_format="channels_last",
-                         keepdims=False)
-                k.simple(m, "Reshape", name + "se_reshape", target_shape=[1, 1, width])
-                k.conv(m, name + "se_reduce", squeezed, 1, width, activation="swish")
-                k.conv(m, name + "se_expand", width, 1, squeezed, activation="sigmoid")
-                k.simple(m, "Multiply", name + "se_excite", inputs=[activated, name + "se_expand"])
-                k.conv(m, name + "project_conv", out, 1, width, use_bias=False)
-                k.bn(m, name + "project_bn", out, eps, momentum, gamma=(0.2, 0.5))
+                _squeeze_excite_project(k, m, name, channels, width, out, se_ratio, eps, momentum)
             if stride_j == 1 and channels == out:
-                k.simple(m, "Dropout", name + "drop", rate=0.005, noise_shape=[None, 1, 1, 1], seed=None)
-                k.simple(m, "Add", name + "add", inputs=[name + "drop", block_input])
+                _residual(k, m, name, block_input, 0.005)
             channels = out
     k.conv(m, "top_conv", 1280, 1, channels, use_bias=False)
     k.bn(m, "top_bn", 1280, eps, momentum)
@@ -568,19 +578,9 @@ def efficientnet_b0(size, seed=9):
                 side = (side + 1) // 2
             k.depthwise(m, name + "dwconv", kernel, width, strides=stride_j,
                         padding="valid" if stride_j == 2 else "same")
-            k.bn(m, name + "bn", width, eps, momentum)
-            activated = k.simple(m, "Activation", name + "activation", activation="swish")
-            squeezed = max(1, int(channels * 0.25))
-            k.simple(m, "GlobalAveragePooling2D", name + "se_squeeze", data_format="channels_last", keepdims=False)
-            k.simple(m, "Reshape", name + "se_reshape", target_shape=[1, 1, width])
-            k.conv(m, name + "se_reduce", squeezed, 1, width, activation="swish")
-            k.conv(m, name + "se_expand", width, 1, squeezed, activation="sigmoid")
-            k.simple(m, "Multiply", name + "se_excite", inputs=[activated, name + "se_expand"])
-            k.conv(m, name + "project_conv", out, 1, width, use_bias=False)
-            k.bn(m, name + "project_bn", out, eps, momentum, gamma=(0.2, 0.5))
+            _squeeze_excite_project(k, m, name, channels, width, out, 0.25, eps, momentum)
             if stride_j == 1 and channels == out:
-                k.simple(m, "Dropout", name + "drop", rate=0.02, noise_shape=[None, 1, 1, 1], seed=None)
-                k.simple(m, "Add", name + "add", inputs=[name + "drop", block_input])
+                _residual(k, m, name, block_input, 0.02)
             channels = out
     k.conv(m, "top_conv", 1280, 1, channels, use_bias=False)
     k.bn(m, "top_bn", 1280, eps, momentum)
