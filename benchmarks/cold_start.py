@@ -42,6 +42,16 @@ def flatten(report, prefix=""):
             yield prefix + key, value
 
 
+def measure(model, photo, runs=7, threads=1):
+    """The medians of `runs` cold starts, flattened ("load.freeze_ms", ...)."""
+    reports = [dict(flatten(run_once(model, photo, threads))) for _ in range(runs)]
+    medians = {key: round(statistics.median(report[key] for report in reports), 1) for key in reports[0]}
+    with open("/proc/loadavg") as loadavg:
+        medians["loadavg_1min_after"] = float(loadavg.read().split()[0])
+    medians["runs"] = runs
+    return medians
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model")
@@ -49,12 +59,7 @@ def main():
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    runs = [dict(flatten(run_once(args.model, args.photo, args.threads))) for _ in range(args.runs)]
-    medians = {key: round(statistics.median(run[key] for run in runs), 1) for key in runs[0]}
-    with open("/proc/loadavg") as loadavg:
-        medians["loadavg_1min_after"] = float(loadavg.read().split()[0])
-    medians["runs"] = args.runs
-    print(json.dumps(medians))
+    print(json.dumps(measure(args.model, args.photo, args.runs, args.threads)))
 
 
 if __name__ == "__main__":

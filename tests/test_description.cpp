@@ -112,6 +112,17 @@ TEST_CASE("each wrong field is refused with its name", "[description]") {
   require_refused(d, "has no \"stages\"");
 }
 
+TEST_CASE("precision is optional, and bfloat16 is the one reduced precision", "[description]") {
+  json d = valid_description();
+  CHECK_FALSE(dermal::parse_description(d.dump()).bfloat16);
+  d["precision"] = {{"reduced", "bfloat16"}, {"before", "features.1"}};
+  CHECK(dermal::parse_description(d.dump()).bfloat16);
+  d["precision"]["reduced"] = "float16";
+  require_refused(d, "precision.reduced must be \"bfloat16\", not \"float16\"");
+  d["precision"] = "bfloat16";
+  require_refused(d, "\"precision\" must be an object");
+}
+
 TEST_CASE("resample is optional, names a PIL filter, and fit needs it", "[description]") {
   json d = valid_description();
   CHECK_FALSE(dermal::parse_description(d.dump()).resample.has_value());

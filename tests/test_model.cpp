@@ -1,3 +1,5 @@
+// LibTorch (through model/network.hpp) before Catch2: see catch2.hpp.
+#include "model/network.hpp"
 #include "catch2.hpp"
 
 #include <algorithm>
@@ -357,4 +359,16 @@ TEST_CASE("with max_concurrent set, extra callers wait and then get busy", "[mod
     });
   for (std::thread& thread : threads) thread.join();
   CHECK(served == 20);
+}
+
+TEST_CASE("native bfloat16 is read from /proc/cpuinfo's flags", "[model]") {
+  const auto native = [](const std::string& text) {
+    std::istringstream cpuinfo(text);
+    return dermal::native_bfloat16(cpuinfo);
+  };
+  CHECK(native("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n"));
+  CHECK(native("flags\t\t: fpu amx_bf16 amx_tile\n"));
+  CHECK_FALSE(native("flags\t\t: fpu sse avx512f avx512_vnni avx512_bf16x\n"));  // whole flags only
+  CHECK_FALSE(native("flags\t\t: fpu avx512f\nbugs\t\t: avx512_bf16\n"));       // the flags line only
+  CHECK_FALSE(native(""));
 }

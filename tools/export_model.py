@@ -379,6 +379,10 @@ def export(args):
         if agreeing / count < args.min_agreement:
             raise Refusal(f"{finding}, below --min-agreement {args.min_agreement:.1%}; nothing written")
         summary.append(finding)
+        native = dermal_model.native_bfloat16()
+        summary.append(f"this CPU computes bfloat16 natively ({native})" if native else
+                       "this CPU has no native bfloat16 (neither avx512_bf16 nor amx_bf16): dermal refuses to "
+                       "load the file here, as it would run slower than float32; it loads on CPUs that have one")
         description["precision"] = {"reduced": "bfloat16", "before": cam_layer,
                                     "top1_agreement": {"images": count, "agreeing": agreeing, "source": source}}
     dermal_model.save(model, description, args.out)

@@ -146,6 +146,13 @@ ModelDescription parse_description(const std::string& text_json) {
       d.frozen_only.push_back(item.get<std::string>());
     }
   }
+  const auto precision = root.find("precision");
+  if (precision != root.end()) {
+    if (!precision->is_object()) refuse("\"precision\" must be an object");
+    const std::string reduced = text(*precision, "reduced", "precision");
+    if (reduced != "bfloat16") refuse(fmt::format("precision.reduced must be \"bfloat16\", not \"{}\"", reduced));
+    d.bfloat16 = true;
+  }
   return d;
 }
 

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <fstream>
 #include <numeric>
+#include <sstream>
 
 #include "model/allocator.hpp"
 #include "model/torch_errors.hpp"
@@ -184,6 +185,13 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
                             kDescriptionFile));
   network->description = parse_description(extra[kDescriptionFile]);
   const ModelDescription& d = network->description;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  if (d.bfloat16 && !native_bfloat16(cpuinfo))
+    throw Error(ErrorCode::invalid_model,
+                fmt::format("\"{}\" computes in bfloat16, and this CPU has no native bfloat16 (neither avx512_bf16 "
+                            "nor amx_bf16 in /proc/cpuinfo), so it would run slower than float32; export it "
+                            "without --precision bf16",
+                            path));
 
   network->cam_layer = cam_layer.empty() ? d.cam_layer : cam_layer;
   const std::size_t split = std::find(d.stages.begin(), d.stages.end(), network->cam_layer) - d.stages.begin();
@@ -268,6 +276,17 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
                             fmt::join(logits.sizes(), "x"), d.labels.size()));
   times.check = milliseconds_since(started);
   return network;
+}
+
+bool native_bfloat16(std::istream& cpuinfo) {
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.compare(0, 5, "flags") != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    for (std::string flag; words >> flag;)
+      if (flag == "avx512_bf16" || flag == "amx_bf16") return true;
+    return false;  // every CPU lists the same flags
+  }
+  return false;
 }
 
 torch::Tensor run_stages(const std::vector<torch::jit::Module>& graphs, torch::Tensor x) {

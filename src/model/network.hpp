@@ -4,6 +4,7 @@
 #include <torch/script.h>
 
 #include <cstdint>
+#include <istream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,11 @@ struct Network {
 // description's. With explain off every stage is optimised. Throws
 // Error(io, invalid_model, unknown_layer); LibTorch failures propagate.
 std::shared_ptr<const Network> load_network(const std::string& path, const std::string& cam_layer, bool explain);
+
+// Whether a CPU computes bfloat16 natively, from its /proc/cpuinfo text: a
+// "flags" line with avx512_bf16 or amx_bf16 (on other CPUs LibTorch's bfloat16
+// convolutions were measured 1.8x slower than float32).
+bool native_bfloat16(std::istream& cpuinfo);
 
 // Runs graphs in order on x.
 torch::Tensor run_stages(const std::vector<torch::jit::Module>& graphs, torch::Tensor x);

@@ -94,11 +94,28 @@ def test_below_min_agreement_is_refused_and_not_written(exports, tmp_path):
     assert not out.exists()
 
 
-def test_dermal_loads_bf16_and_explains(exports, tmp_path):
+def test_dermal_loads_bf16_only_where_the_cpu_computes_it_natively(exports, tmp_path):
+    """Loaded and explained on a CPU with avx512_bf16 or amx_bf16; refused
+    elsewhere, with a message saying why, and no overlay written."""
     assert os.path.exists(CLASSIFY), f"{CLASSIFY} is not built"
     photo, overlay = tmp_path / "photo.jpg", tmp_path / "overlay.jpg"
     next(iter(lesions.generate(5, 1, 200, 150)))[2].save(photo, quality=90)
     result = subprocess.run([CLASSIFY, "--model", exports["bf16"], "--heatmap", str(overlay), str(photo)],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert overlay.stat().st_size > 0
+    if dermal_model.native_bfloat16():
+        assert result.returncode == 0, result.stderr
+        assert overlay.stat().st_size > 0
+    else:
+        assert result.returncode != 0
+        assert "this CPU has no native bfloat16" in result.stderr
+        assert not overlay.exists()
+
+
+def test_native_bfloat16_reads_the_flags_line(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    for text, expected in (("flags\t\t: fpu avx512f avx512_bf16\n", "avx512_bf16"),
+                           ("flags\t\t: fpu amx_bf16 avx512_bf16\n", "avx512_bf16 amx_bf16"),
+                           ("flags\t\t: fpu avx512f avx512_bf16x\nbugs\t\t: avx512_bf16\n", ""),
+                           ("", "")):
+        cpuinfo.write_text(text)
+        assert dermal_model.native_bfloat16(str(cpuinfo)) == expected
