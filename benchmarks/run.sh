@@ -31,6 +31,7 @@ if [[ ! -f $keras ]]; then
   "$PY" tools/make_keras_fixtures.py build/keras-fixtures --families efficientnet_v2_s --size 300 >&2
   "$PY" tools/import_keras.py build/keras-fixtures/efficientnet_v2_s-300.keras3.keras \
     --labels akiec,bcc,bkl,df,mel,nv,vasc --out "$keras" >&2
+  rm -r build/keras-fixtures  # 160 MB of Keras and tfjs files, not needed again
 fi
 
 photo=build/benchmark-lesion.jpg
