@@ -4,7 +4,7 @@ photo, and writes benchmarks/results/{results.json,results.md,chart.png}.
 Called by benchmarks/run.sh, which builds the programs and prepares the
 models and the photo first.
 
-    /usr/bin/python3 benchmarks/run.py --photo P --reference M [--bf16 M] [--demo M]
+    /usr/bin/python3 benchmarks/run.py --photo P --reference M [--bf16 M] [--keras M] [--demo M]
         [--threads 1,2] [--repeats 15] [--gradcam-repeats 5] [--side-by-side-repeats 31]
     /usr/bin/python3 benchmarks/run.py --render-only   # results.md, chart.png again from results.json
 """
@@ -31,6 +31,8 @@ MIN_SPEEDUP = 15.0
 MAX_PEAK_CPP_MB = 330.0
 MAX_PEAK_PYTHON_MB = 360.0
 MIN_AGREEMENT = 0.99
+# The reference network imported from Keras against the torchvision export.
+MAX_KERAS_OVER_REFERENCE = 1.05
 
 # key → (label, command before "MODEL PHOTO", Grad-CAM?)
 PROGRAMS = {
@@ -43,6 +45,7 @@ PROGRAMS = {
     "bare_forward": ("LibTorch bare forward (floor)", [os.path.join(BUILD, "benchmarks", "bare_forward")], False),
 }
 REDUCED_PROGRAMS = ["dermal_cpp", "dermal_python", "bare_forward"]
+KERAS_PROGRAMS = ["dermal_cpp", "bare_forward"]
 # dermal's end-to-end Grad-CAM and the bare forward alternated in one process.
 SIDE_BY_SIDE = [os.path.join(BUILD, "benchmarks", "side_by_side")]
 # The cold start's split: cold_start.py's medians, in this order.
@@ -158,6 +161,14 @@ def targets(results, side_by_side, cold_start):
         out.append((f"cold start ≤ {MAX_COLD_START_MS / 1e3:.0f} s (spawn → first Grad-CAM result, from outside)",
                     f"median of {cold_start['runs']}: {total / 1e3:.2f} s (load average "
                     f"{cold_start['loadavg_1min_after']} after)", total <= MAX_COLD_START_MS))
+    keras = results.get("keras-effnetv2s/dermal_cpp/1", {}).get("summary")
+    if cpp and keras:
+        for what, key, unit in (("latency", "gradcam_ms", "ms"), ("peak RSS", "process_peak_mb", "MB")):
+            ratio = keras[key] / cpp[key]
+            out.append((f"EfficientNetV2-S imported from Keras within {MAX_KERAS_OVER_REFERENCE - 1:.0%} of the "
+                        f"torchvision export's {what} (dermal Grad-CAM in C++, separate processes)",
+                        f"{keras[key]:.0f} / {cpp[key]:.0f} {unit} = {ratio:.2f}×",
+                        ratio <= MAX_KERAS_OVER_REFERENCE))
     if python:
         out.append((f"peak RSS, dermal Grad-CAM through Python ≤ {MAX_PEAK_PYTHON_MB:.0f} MB (whole process)",
                     f"{python['process_peak_mb']:.0f} MB (load {python['load_peak_mb']:.0f}, "
@@ -264,6 +275,7 @@ def main():
     parser.add_argument("--photo")
     parser.add_argument("--reference")
     parser.add_argument("--bf16")
+    parser.add_argument("--keras", help="the reference network imported from Keras (tools/import_keras.py)")
     parser.add_argument("--demo")
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}")
     parser.add_argument("--repeats", type=int, default=15)
@@ -283,6 +295,8 @@ def main():
     models = [("reference", args.reference, list(PROGRAMS))]
     if args.bf16:
         models.append(("reference-bf16", args.bf16, REDUCED_PROGRAMS))
+    if args.keras:
+        models.append(("keras-effnetv2s", args.keras, KERAS_PROGRAMS))
     if args.demo:
         models.append(("demo", args.demo, list(PROGRAMS)))
     results, side_by_side = {}, {}

@@ -23,6 +23,17 @@ export_reference build/reference-effnetv2s.pt
 # report says whether it is kept (top-1 agreement with float32 >= 99 %).
 export_reference build/reference-effnetv2s-bf16.pt --precision bf16 --min-agreement 0
 
+# The same network imported from Keras: a Keras 3 EfficientNetV2-S file with
+# seeded weights (tools/make_keras_fixtures.py), through tools/import_keras.py.
+keras=build/keras-effnetv2s.pt
+if [[ ! -f $keras ]]; then
+  echo "== importing $keras from a Keras EfficientNetV2-S file (about a minute)" >&2
+  "$PY" tools/make_keras_fixtures.py build/keras-fixtures --families efficientnet_v2_s --size 300 >&2
+  "$PY" tools/import_keras.py build/keras-fixtures/efficientnet_v2_s-300.keras3.keras \
+    --labels akiec,bcc,bkl,df,mel,nv,vasc --out "$keras" >&2
+  rm -r build/keras-fixtures  # 160 MB of Keras and tfjs files, not needed again
+fi
+
 photo=build/benchmark-lesion.jpg
 if [[ ! -f $photo ]]; then
   "$PY" - "$photo" <<'PYTHON'
@@ -37,4 +48,4 @@ fi
 demo=()
 [[ -f examples/data/demo-model.pt ]] && demo=(--demo examples/data/demo-model.pt)
 exec "$PY" benchmarks/run.py --photo "$photo" --reference build/reference-effnetv2s.pt \
-  --bf16 build/reference-effnetv2s-bf16.pt "${demo[@]}" "$@"
+  --bf16 build/reference-effnetv2s-bf16.pt --keras "$keras" "${demo[@]}" "$@"

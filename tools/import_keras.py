@@ -450,23 +450,28 @@ class ChannelsLastApply(nn.Module):
 
 
 class Activation(nn.Module):
-    def __init__(self, kind, channel_dim=1):
+    """Keras's activation `kind`. With `inplace` set (the importer does where
+    nothing else reads the input) relu, sigmoid and swish overwrite their input
+    instead of allocating an output, as torchvision's own networks do."""
+
+    def __init__(self, kind, channel_dim=1, inplace=False):
         super().__init__()
         self.kind = kind
         self.channel_dim = channel_dim
+        self.inplace = inplace
 
     def forward(self, x):
         kind = self.kind
         if kind == "relu":
-            return F.relu(x)
+            return F.relu(x, inplace=self.inplace)
         if kind == "relu6":
             return F.relu6(x)
         if kind == "sigmoid":
-            return torch.sigmoid(x)
+            return x.sigmoid_() if self.inplace else torch.sigmoid(x)
         if kind == "tanh":
             return torch.tanh(x)
         if kind == "swish":
-            return F.silu(x)
+            return F.silu(x, inplace=self.inplace)
         if kind == "elu":
             return F.elu(x)
         if kind == "selu":
@@ -571,7 +576,7 @@ def _with_activation(module, layer, keras_major, channel_dim=1):
     kind = _activation_name(layer, layer.config.get("activation"), keras_major)
     if kind == "linear":
         return module
-    return nn.Sequential(module, Activation(kind, channel_dim))
+    return nn.Sequential(module, Activation(kind, channel_dim, inplace=True))  # the layer's own output
 
 
 def convert_conv2d(layer, shapes, stored, keras_major):
@@ -811,15 +816,24 @@ def convert_global_pooling(layer, shapes, stored, keras_major):
 
 
 class Merge(nn.Module):
-    def __init__(self, kind, dim=1):
+    """Keras's merge layers. With `inplace` set (the importer does where
+    nothing else reads the first input and it has the output's shape) an Add
+    accumulates into its first input instead of allocating an output."""
+
+    def __init__(self, kind, dim=1, inplace=False):
         super().__init__()
         self.kind = kind
         self.dim = dim
+        self.inplace = inplace
 
     def forward(self, xs: list[torch.Tensor]):
         if self.kind == "concatenate":
             return torch.cat(xs, self.dim)
         y = xs[0]
+        if self.kind == "add" and self.inplace:
+            for x in xs[1:]:
+                y = y.add_(x)
+            return y
         for x in xs[1:]:
             if self.kind == "multiply":
                 y = y * x
@@ -886,6 +900,8 @@ class Reshape(nn.Module):
         self.in_rank = in_rank
 
     def forward(self, x):
+        if self.in_rank == 2 and len(self.target) == 3 and self.target[0] == self.target[1] == 1:
+            return x.reshape([x.shape[0], self.target[2], 1, 1])  # (C,) -> (1, 1, C): no element moves
         if self.in_rank == 4:
             x = x.permute(0, 2, 3, 1)
         y = x.reshape([x.shape[0]] + self.target)
@@ -1096,6 +1112,44 @@ def cut_points(layers, input_key):
     return cuts
 
 
+# Layers whose output is a view of their input (the same memory).
+VIEWS = {"Identity", "Reshape", "Flatten"} | INERT_AT_INFERENCE
+# Layers whose gradient does not need their output (when they apply no activation).
+OUTPUT_NOT_SAVED = {"Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense", "BatchNormalization", "Add"}
+
+
+def _allow_inplace(layers, cuts, modules, shapes):
+    """Lets an activation or Add overwrite its (first) input where that is a
+    tensor made in the same stage, by a layer whose gradient does not need
+    it, that no other layer reads: never a stage's input, which may be the
+    Grad-CAM activation or another stage's output."""
+    stage_of, stage = {}, 0
+    for index, layer in enumerate(layers):
+        stage_of[layer.key] = stage
+        if index in cuts:
+            stage += 1
+    readers = {}
+    for layer in layers:
+        for source in layer.inputs:
+            readers[source] = readers.get(source, 0) + 1
+    by_key = {layer.key: layer for layer in layers}
+    owned = {}  # key -> the tensor is made in its stage and only the one reader reads it (or its views)
+    for layer in layers:
+        first = layer.inputs[0] if layer.inputs else None
+        first_owned = (first in by_key and stage_of[first] == stage_of[layer.key]
+                       and readers[first] == 1 and owned[first])
+        module = modules[layer.key]
+        if isinstance(module, Activation) and first_owned:
+            module.inplace = True
+        if isinstance(module, Merge) and module.kind == "add" and first_owned \
+                and shapes[first] == shapes[layer.key]:
+            module.inplace = True
+        # a view shares its input's memory: owned only if that input was
+        is_view = layer.class_name in VIEWS or (isinstance(module, Activation) and module.kind == "linear")
+        linear = layer.config.get("activation", "linear") in ("linear", None)
+        owned[layer.key] = first_owned if is_view else (layer.class_name in OUTPUT_NOT_SAVED and linear)
+
+
 # ---------------------------------------------------------------- import
 
 def _topological(layers, input_key):
@@ -1175,6 +1229,7 @@ def convert(keras_file, size=None):
                       f"{layers[-1].name!r}); an image classifier outputs one score per class")
 
     cuts = cut_points(layers, input_key)
+    _allow_inplace(layers, cuts, modules, shapes)
     stages, names, keras_names, ranks = [], [], [], []
     start = 0
     taken = set()

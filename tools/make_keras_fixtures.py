@@ -588,6 +588,86 @@ def efficientnet_b0(size, seed=9):
     return _classifier(m, 1280, k, dropout=0.2)
 
 
+# MobileNetV3Small: (expansion, filters, kernel, stride, squeeze-excitation, hard swish)
+MOBILENET_V3_SMALL_BLOCKS = [
+    (1, 16, 3, 2, True, False), (72 / 16, 24, 3, 2, False, False), (88 / 24, 24, 3, 1, False, False),
+    (4, 40, 5, 2, True, True), (6, 40, 5, 1, True, True), (6, 40, 5, 1, True, True),
+    (3, 48, 5, 1, True, True), (3, 48, 5, 1, True, True), (6, 96, 5, 2, True, True),
+    (6, 96, 5, 1, True, True), (6, 96, 5, 1, True, True)]
+
+
+def mobilenet_v3_small(size, seed=10):
+    """keras.applications.MobileNetV3Small(include_top=False) as Keras 3 writes
+    it: Rescaling inside, Activation("hard_swish") layers, the hard sigmoid of
+    the squeeze-excitation as ReLU(6) between the operations x + 3.0 and
+    x * (1 / 6) (keras.src.ops.numpy Add and Multiply with a constant, outside
+    any layer), GlobalAveragePooling2D(keepdims=True), strided depthwise
+    convolutions after a "correct_pad" ZeroPadding2D; GAP, Dropout, Dense(7, softmax)."""
+    k = Maker(seed)
+    m = Model("MobilenetV3small", "Functional", (size, size, 3))
+    eps, momentum = 1e-3, 0.999
+    counts = {}
+
+    def auto_name(base):  # Keras's names for unnamed layers: relu, relu_1, ...
+        counts[base] = counts.get(base, -1) + 1
+        return base if counts[base] == 0 else f"{base}_{counts[base]}"
+
+    def activation(hard_swish):
+        if hard_swish:
+            return k.simple(m, "Activation", auto_name("activation"), activation="hard_swish")
+        return k.simple(m, "ReLU", auto_name("re_lu"), max_value=None, negative_slope=0.0, threshold=0.0)
+
+    def number_op(op, constant):  # tensor-and-number arithmetic as Keras 3 records it
+        name = m.layer(op, auto_name(op.lower()), {}, None)
+        m.entries[-1].update(module="keras.src.ops.numpy", constant_args=[constant])
+        return name
+
+    k.simple(m, "Rescaling", "rescaling", scale=1.0 / 127.5, offset=-1.0)
+    k.conv(m, "conv", 16, 3, 3, strides=2, use_bias=False)
+    k.bn(m, "conv_bn", 16, eps, momentum)
+    activation(True)
+    channels, side = 16, -(-size // 2)
+    for block_id, (expansion, filters, kernel, stride, squeeze, hard_swish) in enumerate(MOBILENET_V3_SMALL_BLOCKS):
+        prefix = f"expanded_conv_{block_id}_" if block_id else "expanded_conv_"
+        shortcut = m.last
+        width = channels
+        if block_id:
+            width = _make_divisible(channels * expansion)
+            k.conv(m, prefix + "expand", width, 1, channels, use_bias=False)
+            k.bn(m, prefix + "expand_bn", width, eps, momentum)
+            activation(hard_swish)
+        if stride == 2:
+            adjust = 1 - side % 2
+            pad = [[kernel // 2 - adjust, kernel // 2], [kernel // 2 - adjust, kernel // 2]]
+            k.simple(m, "ZeroPadding2D", prefix + "depthwise_pad", padding=pad, data_format="channels_last")
+        k.depthwise(m, prefix + "depthwise", kernel, width, strides=stride,
+                    padding="same" if stride == 1 else "valid")
+        k.bn(m, prefix + "depthwise_bn", width, eps, momentum)
+        activated = activation(hard_swish)
+        if squeeze:
+            squeezed = _make_divisible(width * 0.25)
+            k.simple(m, "GlobalAveragePooling2D", prefix + "squeeze_excite_avg_pool",
+                     data_format="channels_last", keepdims=True)
+            m.entries[-1]["keepdims_channels"] = width
+            k.conv(m, prefix + "squeeze_excite_conv", squeezed, 1, width)
+            k.simple(m, "ReLU", prefix + "squeeze_excite_relu", max_value=None, negative_slope=0.0, threshold=0.0)
+            k.conv(m, prefix + "squeeze_excite_conv_1", width, 1, squeezed)
+            number_op("Add", 3.0)
+            k.simple(m, "ReLU", auto_name("re_lu"), max_value=6.0, negative_slope=0.0, threshold=0.0)
+            number_op("Multiply", 1.0 / 6.0)
+            k.simple(m, "Multiply", prefix + "squeeze_excite_mul", inputs=[activated, m.last])
+        k.conv(m, prefix + "project", filters, 1, width, use_bias=False)
+        k.bn(m, prefix + "project_bn", filters, eps, momentum, gamma=(0.2, 0.5))
+        if stride == 1 and channels == filters:
+            k.simple(m, "Add", prefix + "add", inputs=[shortcut, prefix + "project_bn"])
+        channels, side = filters, -(-side // stride)
+    last = _make_divisible(channels * 6)
+    k.conv(m, "conv_1", last, 1, channels, use_bias=False)
+    k.bn(m, "conv_1_bn", last, eps, momentum)
+    activation(True)
+    return _classifier(m, last, k, dropout=0.2)
+
+
 FAMILIES = {
     "custom_cnn": (custom_cnn, ("keras3.keras", "tf213.keras", "keras2.h5", "keras3.h5")),
     "teachable_machine": (teachable_machine, ("keras2.h5", "keras3.keras")),
@@ -598,6 +678,7 @@ FAMILIES = {
     "densenet121": (densenet121, ("keras3.keras", "keras2.h5")),
     "xception": (xception, ("keras3.h5",)),
     "efficientnet_b0": (efficientnet_b0, ("keras3.keras", "tf213.keras")),
+    "mobilenet_v3_small": (mobilenet_v3_small, ("keras3.keras",)),
 }
 
 
@@ -810,6 +891,13 @@ def write_tfjs(model, directory, size):
             config = {"name": entry["name"], "axis": -1, "epsilon": 0.0, "center": True, "scale": True}
             weights = [("gamma", np.ones_like(mean), True), ("beta", np.zeros_like(mean), True),
                        ("moving_mean", mean, False), ("moving_variance", variance, False)]
+        if entry.get("module") == "keras.src.ops.numpy":  # x + c or x * c: tfjs's Rescaling, x * scale + offset
+            constant = float(entry["constant_args"][0])
+            scale, offset = {"Add": (1.0, constant), "Multiply": (constant, 0.0)}[class_name]
+            class_name, config = "Rescaling", {"name": entry["name"], "scale": scale, "offset": offset}
+        if class_name == "Activation" and config["activation"] == "hard_swish":
+            class_name = "KerasHardSwish"  # tfjs has no hard_swish: tests/keras/run_tfjs.js defines this layer
+            config = {"name": entry["name"]}
         if class_name == "ReLU":  # tfjs-layers knows max_value only (the others are 0 here)
             assert not config.pop("negative_slope", 0) and not config.pop("threshold", 0)
         keep_channels = entry.get("keepdims_channels")

@@ -15,6 +15,25 @@ const tf = require('@tensorflow/tfjs-core');
 require('@tensorflow/tfjs-backend-cpu');
 const tfl = require('@tensorflow/tfjs-layers');
 
+// tfjs-layers has no hard_swish activation (its 'hardSigmoid' is Keras 2's
+// clip(0.2 x + 0.5, 0, 1)). This layer is Keras 3's documented definition,
+// hard_swish(x) = x * hard_sigmoid(x) with hard_sigmoid(x) = relu6(x + 3) / 6;
+// make_keras_fixtures.py writes Activation("hard_swish") as it. Every other
+// layer is tfjs-layers' own.
+class KerasHardSwish extends tfl.layers.Layer {
+  call(inputs) {
+    return tf.tidy(() => {
+      const x = Array.isArray(inputs) ? inputs[0] : inputs;
+      return tf.mul(x, tf.div(tf.relu6(tf.add(x, 3)), 6));
+    });
+  }
+
+  static get className() {
+    return 'KerasHardSwish';
+  }
+}
+tf.serialization.registerClass(KerasHardSwish);
+
 function option(name) {
   const at = process.argv.indexOf(name);
   return at > 0 ? process.argv[at + 1] : null;

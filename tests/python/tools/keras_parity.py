@@ -39,6 +39,7 @@ FAMILY_SETUP = {
     "densenet121": ("relu", 1.0 / 255.0, 0.0),
     "xception": ("block14_sepconv2_act", 1.0 / 127.5, -1.0),
     "efficientnet_b0": ("top_activation", 1.0, 0.0),
+    "mobilenet_v3_small": ("activation_17", 1.0, 0.0),
 }
 SMALL = 64
 PHOTOS_SMALL = 3

@@ -220,6 +220,43 @@ def test_stage_names_are_sanitised_for_torchscript(tmp_path):
     assert "conv-1 -> conv_1" in result.stdout and "eval -> eval_" in result.stdout
 
 
+def test_only_tensors_made_in_a_stage_are_overwritten_in_place(tmp_path):
+    """A residual block's swish and Add overwrite what the block made and
+    nothing else reads (no output allocated, as torchvision's networks do);
+    a stage never overwrites its input, which may be the Grad-CAM activation."""
+    k = Maker(0)
+    m = Model("model", "Functional", (16, 16, 3))
+    k.conv(m, "stem", 8, 3, 3)
+    block_input = Maker.simple(m, "Activation", "stem_swish", activation="swish")  # a stage of its own
+    k.conv(m, "conv", 8, 3, 8)
+    k.bn(m, "bn", 8)
+    Maker.simple(m, "Activation", "swish", activation="swish")
+    k.conv(m, "project", 8, 1, 8)
+    k.bn(m, "project_bn", 8)
+    Maker.simple(m, "Add", "add", inputs=["project_bn", block_input])
+    Maker.simple(m, "GlobalAveragePooling2D", "gap", data_format="channels_last", keepdims=False)
+    k.dense(m, "dense", 2, 8, activation="softmax")
+    source = str(tmp_path / "residual.keras")
+    fixtures.write_archive(m, source, "keras3")
+    out = str(tmp_path / "residual.pt")
+    result = run_importer(source, out, labels="a,b")
+    assert result.returncode == 0, result.stderr
+    assert _stages(out)["stages"] == ["stem", "stem_swish", "add", "gap", "dense"]
+    module = torch.jit.load(out)
+    block = str(module.add.inlined_graph)
+    assert "aten::silu_" in block and "aten::add_" in block
+    assert "aten::silu_" not in str(module.stem_swish.inlined_graph)
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        stem = module.stem(x)
+        kept = stem.clone()
+        activated = module.stem_swish(stem)
+        assert torch.equal(stem, kept)
+        kept = activated.clone()
+        module.add(activated)
+        assert torch.equal(activated, kept)
+
+
 # ---------------------------------------------------------------- refusals
 
 def assert_refused(result, out, *fragments):
