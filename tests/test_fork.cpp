@@ -194,7 +194,7 @@ TEST_CASE("fork() while other threads predict waits for their requests", "[model
   }
 }
 
-TEST_CASE("a child forked after its parent ran Grad-CAM predicts; its Grad-CAM works on LibTorch 1.x, is an error on 2.x",
+TEST_CASE("a child forked after its parent ran Grad-CAM predicts, and its Grad-CAM works on LibTorch 1.x, fails on 2.x",
           "[model][fork]") {
   dermal::Model model(kModels + "/tiny.pt");
   const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
