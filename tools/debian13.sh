@@ -85,7 +85,14 @@ if root_is_usable; then
 else
   step make-root make_root
 fi
+# The host's name servers and the certificate authorities it added locally
+# (a proxy's, say), so that apt and npm reach in the chroot what they reach outside.
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+if compgen -G '/usr/local/share/ca-certificates/*.crt' > /dev/null; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+  chroot "$root" update-ca-certificates > /dev/null 2>&1 || true
+fi
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
 mount --rbind /dev "$root/dev"
