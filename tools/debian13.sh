@@ -8,9 +8,10 @@
 # The root file system is made by debootstrap (from the host's Debian mirror)
 # and cached in $DERMAL_TRIXIE_ROOT (default /var/cache/dermal/trixie-root);
 # it is made again when missing or broken. Each run copies the repository's
-# tracked files into it (never the host's build directories) and runs
-# tools/test.sh there (every test, the headless-browser one included), which
-# installs what is missing with tools/setup.sh.
+# tracked files into it (never the host's build directories; the chroot's own
+# stay, so a second run builds only what changed) and runs tools/test.sh
+# there (every test, the headless-browser one included), which installs what
+# is missing with tools/setup.sh.
 #
 # Cross-release check: model files exported here on the host and in the
 # chroot (tools/make_release_models.py) are loaded on the other release by
@@ -84,7 +85,14 @@ if root_is_usable; then
 else
   step make-root make_root
 fi
+# The host's name servers and the certificate authorities it added locally
+# (a proxy's, say), so that apt and npm reach in the chroot what they reach outside.
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+if compgen -G '/usr/local/share/ca-certificates/*.crt' > /dev/null; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+  chroot "$root" update-ca-certificates > /dev/null 2>&1 || true
+fi
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
 mount --rbind /dev "$root/dev"
@@ -97,11 +105,22 @@ in_root() {
     bash -c "cd /work/dermal && $1"
 }
 
+# The repository's tracked files replace the previous copy. A file whose
+# content did not change keeps the previous copy's time stamp and any other
+# gets the current time, so that make rebuilds exactly what changed in the
+# chroot's own build directories (build*/), which stay.
 copy_repository() {
-  rm -rf "$root/work"
-  mkdir -p "$root/work/dermal"
+  local copy=$root/work/dermal new=$root/work/dermal.new file
+  rm -rf "$new"
+  mkdir -p "$new" "$copy"
   git ls-files -z | while IFS= read -r -d '' file; do [[ -e $file ]] && printf '%s\0' "$file"; done |
-    tar --null -T - -cf - | tar -xf - -C "$root/work/dermal"
+    tar --null -T - -cf - | tar -xf - -C "$new"
+  (cd "$new" && find . -type f -print0) | while IFS= read -r -d '' file; do
+    if cmp -s "$new/$file" "$copy/$file"; then touch -r "$copy/$file" "$new/$file"; else touch "$new/$file"; fi
+  done
+  find "$copy" -mindepth 1 -maxdepth 1 -name 'build*' -exec mv -t "$new" {} +
+  rm -rf "$copy"
+  mv "$new" "$copy"
 }
 step copy copy_repository
 
