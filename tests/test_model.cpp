@@ -372,3 +372,12 @@ TEST_CASE("native bfloat16 is read from /proc/cpuinfo's flags", "[model]") {
   CHECK_FALSE(native("flags\t\t: fpu avx512f\nbugs\t\t: avx512_bf16\n"));       // the flags line only
   CHECK_FALSE(native(""));
 }
+
+TEST_CASE("a oneDNN ISA cap below AVX512_CORE_BF16 rules bfloat16 out", "[model]") {
+  CHECK(dermal::onednn_allows_bfloat16("ALL"));
+  CHECK(dermal::onednn_allows_bfloat16("AVX512_CORE_BF16"));
+  CHECK(dermal::onednn_allows_bfloat16("avx512_core_amx"));
+  CHECK_FALSE(dermal::onednn_allows_bfloat16("AVX2"));
+  CHECK_FALSE(dermal::onednn_allows_bfloat16("avx2"));
+  CHECK_FALSE(dermal::onednn_allows_bfloat16("AVX512_CORE_VNNI"));
+}

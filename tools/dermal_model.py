@@ -6,6 +6,7 @@ library splits the network at `cam_layer` (one of the stages): the stages up
 to it run without autograd, the rest with autograd for Grad-CAM.
 """
 import json
+import os
 
 import torch
 
@@ -56,16 +57,33 @@ def run_stages(module, stages, x):
     return x
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16, as the library lists them.
+ISA_CAPS_WITHOUT_BFLOAT16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_MIC",
+                             "AVX512_MIC_4OPS", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def native_bfloat16(cpuinfo="/proc/cpuinfo"):
-    """The flags, of avx512_bf16 and amx_bf16, that this CPU lists ("" for none):
-    the library loads a bfloat16 file only where there is one, as elsewhere
-    bfloat16 convolutions ran 1.8x slower than float32."""
-    with open(cpuinfo) as f:
-        for line in f:
-            if line.startswith("flags"):
-                flags = line.partition(":")[2].split()
-                return " ".join(flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags)
+    """The flags, of avx512_bf16 and amx_bf16, that this CPU lists ("" for none,
+    or where there is no such file): the library loads a bfloat16 file only
+    where there is one, as elsewhere bfloat16 convolutions ran 1.8x slower
+    than float32."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.partition(":")[2].split()
+                    return " ".join(flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags)
+    except FileNotFoundError:
+        pass
     return ""
+
+
+def onednn_allows_bfloat16(max_cpu_isa=None):
+    """Whether ONEDNN_MAX_CPU_ISA (this process's, by default) still lets
+    oneDNN use bfloat16 instructions, as the library decides it."""
+    if max_cpu_isa is None:
+        max_cpu_isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    return max_cpu_isa.upper() not in ISA_CAPS_WITHOUT_BFLOAT16
 
 
 def optimises_for_inference(torch_version):

@@ -7,9 +7,12 @@
 #include <torch/version.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <numeric>
+#include <set>
 #include <sstream>
 
 #include "model/allocator.hpp"
@@ -185,13 +188,22 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
                             kDescriptionFile));
   network->description = parse_description(extra[kDescriptionFile]);
   const ModelDescription& d = network->description;
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  if (d.bfloat16 && !native_bfloat16(cpuinfo))
-    throw Error(ErrorCode::invalid_model,
-                fmt::format("\"{}\" computes in bfloat16, and this CPU has no native bfloat16 (neither avx512_bf16 "
-                            "nor amx_bf16 in /proc/cpuinfo), so it would run slower than float32; export it "
-                            "without --precision bf16",
-                            path));
+  if (d.bfloat16) {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    if (!native_bfloat16(cpuinfo))
+      throw Error(ErrorCode::invalid_model,
+                  fmt::format("\"{}\" computes in bfloat16, and this CPU has no native bfloat16 (neither "
+                              "avx512_bf16 nor amx_bf16 in /proc/cpuinfo), so it would run slower than float32; "
+                              "export it without --precision bf16",
+                              path));
+    const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
+    if (cap != nullptr && !onednn_allows_bfloat16(cap))
+      throw Error(ErrorCode::invalid_model,
+                  fmt::format("\"{}\" computes in bfloat16, and ONEDNN_MAX_CPU_ISA={} keeps oneDNN from this "
+                              "CPU's bfloat16 instructions, so it would run slower than float32; use the float32 "
+                              "file, or unset ONEDNN_MAX_CPU_ISA",
+                              path, cap));
+  }
 
   network->cam_layer = cam_layer.empty() ? d.cam_layer : cam_layer;
   const std::size_t split = std::find(d.stages.begin(), d.stages.end(), network->cam_layer) - d.stages.begin();
@@ -291,6 +303,15 @@ bool native_bfloat16(std::istream& cpuinfo) {
     return false;  // every CPU lists the same flags
   }
   return false;
+}
+
+bool onednn_allows_bfloat16(const std::string& max_cpu_isa) {
+  std::string isa = max_cpu_isa;
+  std::transform(isa.begin(), isa.end(), isa.begin(), [](unsigned char c) { return std::toupper(c); });
+  static const std::set<std::string> without_bfloat16{
+      "SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_MIC", "AVX512_MIC_4OPS", "AVX512_CORE",
+      "AVX512_CORE_VNNI"};
+  return without_bfloat16.count(isa) == 0;
 }
 
 torch::Tensor run_stages(const std::vector<torch::jit::Module>& graphs, torch::Tensor x) {

@@ -50,6 +50,11 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
 // convolutions were measured 1.8x slower than float32).
 bool native_bfloat16(std::istream& cpuinfo);
 
+// Whether a value of ONEDNN_MAX_CPU_ISA (empty: unset) still lets oneDNN use
+// bfloat16 instructions: false for the ISAs below AVX512_CORE_BF16 (AVX2, as
+// the README advises on Debian 13, AVX512_CORE, ...).
+bool onednn_allows_bfloat16(const std::string& max_cpu_isa);
+
 // Runs graphs in order on x.
 torch::Tensor run_stages(const std::vector<torch::jit::Module>& graphs, torch::Tensor x);
 

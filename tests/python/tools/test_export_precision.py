@@ -35,7 +35,11 @@ def export(precision, out, *extra):
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     """{"fp32": path, "bf16": path}: the same seeded network in both precisions
-    (bf16 written whatever its agreement)."""
+    (bf16 written whatever its agreement). Not where ONEDNN_MAX_CPU_ISA holds
+    oneDNN below bfloat16 (as on Debian 13 here): the exporter refuses there,
+    as test_bf16_export_is_refused_under_a_onednn_cap_below_it checks."""
+    if not dermal_model.onednn_allows_bfloat16():
+        pytest.skip(f"ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']} holds oneDNN below bfloat16")
     out = tmp_path_factory.mktemp("precision")
     paths = {precision: str(out / f"{precision}.pt") for precision in ("fp32", "bf16")}
     for precision, extra in (("fp32", []), ("bf16", ["--min-agreement", "0"])):
@@ -95,20 +99,44 @@ def test_below_min_agreement_is_refused_and_not_written(exports, tmp_path):
 
 
 def test_dermal_loads_bf16_only_where_the_cpu_computes_it_natively(exports, tmp_path):
-    """Loaded and explained on a CPU with avx512_bf16 or amx_bf16; refused
-    elsewhere, with a message saying why, and no overlay written."""
+    """Loaded and explained on a CPU with avx512_bf16 or amx_bf16 that oneDNN
+    may use; refused elsewhere, with a message saying why, and no overlay
+    written. Under a oneDNN ISA cap below bfloat16 it is refused too."""
     assert os.path.exists(CLASSIFY), f"{CLASSIFY} is not built"
-    photo, overlay = tmp_path / "photo.jpg", tmp_path / "overlay.jpg"
+    photo = tmp_path / "photo.jpg"
     next(iter(lesions.generate(5, 1, 200, 150)))[2].save(photo, quality=90)
-    result = subprocess.run([CLASSIFY, "--model", exports["bf16"], "--heatmap", str(overlay), str(photo)],
-                            capture_output=True, text=True, timeout=120)
-    if dermal_model.native_bfloat16():
-        assert result.returncode == 0, result.stderr
-        assert overlay.stat().st_size > 0
-    else:
+
+    def classify(overlay, **environment):
+        return subprocess.run([CLASSIFY, "--model", exports["bf16"], "--heatmap", str(overlay), str(photo)],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, **environment})
+
+    overlay = tmp_path / "overlay.jpg"
+    result = classify(overlay)
+    if not dermal_model.native_bfloat16():
         assert result.returncode != 0
         assert "this CPU has no native bfloat16" in result.stderr
         assert not overlay.exists()
+        return
+    if dermal_model.onednn_allows_bfloat16():
+        assert result.returncode == 0, result.stderr
+        assert overlay.stat().st_size > 0
+    capped = tmp_path / "capped.jpg"
+    result = classify(capped, ONEDNN_MAX_CPU_ISA="AVX2")
+    assert result.returncode != 0
+    assert "ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN from this CPU's bfloat16 instructions" in result.stderr
+    assert not capped.exists()
+
+
+def test_bf16_export_is_refused_under_a_onednn_cap_below_it(tmp_path):
+    out = tmp_path / "capped.pt"
+    result = subprocess.run(
+        [sys.executable, EXPORT, "--arch", "efficientnet_v2_s", "--seed", "0", "--labels", LABELS,
+         "--size", "32", "--precision", "bf16", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert result.returncode == 2
+    assert "--precision bf16: ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN from bfloat16 instructions" in result.stderr
+    assert "nothing written" in result.stderr
+    assert not out.exists()
 
 
 def test_native_bfloat16_reads_the_flags_line(tmp_path):
@@ -119,3 +147,12 @@ def test_native_bfloat16_reads_the_flags_line(tmp_path):
                            ("", "")):
         cpuinfo.write_text(text)
         assert dermal_model.native_bfloat16(str(cpuinfo)) == expected
+    assert dermal_model.native_bfloat16(str(tmp_path / "absent")) == ""
+
+
+def test_onednn_isa_caps_below_bfloat16_rule_it_out():
+    assert dermal_model.onednn_allows_bfloat16("")
+    assert dermal_model.onednn_allows_bfloat16("AVX512_CORE_BF16")
+    assert dermal_model.onednn_allows_bfloat16("avx512_core_amx")
+    assert not dermal_model.onednn_allows_bfloat16("avx2")
+    assert not dermal_model.onednn_allows_bfloat16("AVX512_CORE")
