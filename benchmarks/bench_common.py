@@ -86,13 +86,15 @@ class Stage:
                 "runs": len(self.milliseconds), "peak_mb": self.peak}
 
 
-def parse_args(description):
+def parse_args(description, dermal_options=False):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("model")
     parser.add_argument("photo")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
+    if dermal_options:  # dermal.Model's, for python_dermal.py
+        parser.add_argument("--release-memory-after-predict", type=int, choices=(0, 1), default=1)
     return parser.parse_args()
 
 

@@ -73,6 +73,8 @@ int main(int argc, char** argv) {
     dermal::LoadOptions load_options;
     load_options.threads = threads;
     load_options.tune_allocator = true;  // the configuration the README's figures describe
+    load_options.release_memory_after_predict = options.release_memory_after_predict != 0;
+    out["release_memory_after_predict"] = load_options.release_memory_after_predict;
     const auto load_start = Clock::now();
     dermal::Model model(argv[1], load_options);
     out["load_ms"] = since_ms(load_start);

@@ -65,13 +65,15 @@ struct Options {
   int threads = 1;
   int repeats = 15;
   int warmup = 3;
+  int release_memory_after_predict = 1;  // LoadOptions::release_memory_after_predict (dermal_stages)
 };
 
 // Reads "PROGRAM MODEL PHOTO [options]"; false (and a message) when MODEL or
 // PHOTO is missing or an option is unknown.
 inline bool parse_options(int argc, char** argv, const char* program, Options& options) {
   if (argc < 3) {
-    fmt::print(stderr, "usage: {} MODEL PHOTO [--threads N] [--repeats N] [--warmup N]\n", program);
+    fmt::print(stderr, "usage: {} MODEL PHOTO [--threads N] [--repeats N] [--warmup N] "
+                       "[--release-memory-after-predict 0|1]\n", program);
     return false;
   }
   for (int i = 3; i + 1 < argc; i += 2) {
@@ -80,6 +82,7 @@ inline bool parse_options(int argc, char** argv, const char* program, Options& o
     if (flag == "--threads") options.threads = value;
     else if (flag == "--repeats") options.repeats = value;
     else if (flag == "--warmup") options.warmup = value;
+    else if (flag == "--release-memory-after-predict") options.release_memory_after_predict = value;
     else {
       fmt::print(stderr, "{}: unknown option {}\n", program, flag);
       return false;

@@ -15,7 +15,7 @@ import bench_common as common
 
 
 def main():
-    args = common.parse_args(__doc__.split("\n\n")[0])
+    args = common.parse_args(__doc__.split("\n\n")[0], dermal_options=True)
     sys.path.append(os.path.join(common.ROOT, "capi", "python"))
     import dermal
     baseline = common.memory()[0]
@@ -23,7 +23,8 @@ def main():
 
     started = time.perf_counter()
     # tune_allocator: the configuration the README's figures describe (as dermal_stages.cpp).
-    model = dermal.Model(args.model, threads=args.threads, explain=True, tune_allocator=True)
+    model = dermal.Model(args.model, threads=args.threads, explain=True, tune_allocator=True,
+                         release_memory_after_predict=bool(args.release_memory_after_predict))
     load_ms = (time.perf_counter() - started) * 1e3
     load_peak = common.memory()[1]
     settled = common.after_load()
@@ -43,7 +44,8 @@ def main():
         "first_request_ms": first.milliseconds[0], "first_request_peak_mb": first.peak,
         "stages": {name: stage.json() for name, stage in stages.items()},
         "process_peak_mb": common.process_peak(), "rss_end_mb": common.memory()[0],
-        "threads": args.threads, "top1": result.top[0].label, "overlay_bytes": len(result.explanations[0].overlay),
+        "threads": args.threads, "release_memory_after_predict": bool(args.release_memory_after_predict),
+        "top1": result.top[0].label, "overlay_bytes": len(result.explanations[0].overlay),
     })
 
 

@@ -185,6 +185,13 @@ dermal_status dermal_load_options_set_tune_allocator(dermal_load_options* option
   return guarded([&] { required(options, "options").options.tune_allocator = tune_allocator != 0; });
 }
 
+dermal_status dermal_load_options_set_release_memory_after_predict(dermal_load_options* options,
+                                                                   int release_memory_after_predict) {
+  return guarded([&] {
+    required(options, "options").options.release_memory_after_predict = release_memory_after_predict != 0;
+  });
+}
+
 // ---- Predict options
 
 dermal_status dermal_predict_options_create(dermal_predict_options** options) {

@@ -202,6 +202,7 @@ static void test_bad_arguments(dermal_model* model, const unsigned char* photo, 
   CHECK_STATUS(dermal_result_top_count(NULL, NULL), DERMAL_INVALID_ARGUMENT);
   CHECK_STATUS(dermal_load_options_create(NULL), DERMAL_INVALID_ARGUMENT);
   CHECK_STATUS(dermal_load_options_set_threads(NULL, 2), DERMAL_INVALID_ARGUMENT);
+  CHECK_STATUS(dermal_load_options_set_release_memory_after_predict(NULL, 0), DERMAL_INVALID_ARGUMENT);
   CHECK_STATUS(dermal_predict_options_set_top_k(NULL, 2), DERMAL_INVALID_ARGUMENT);
 
   /* Image data: empty, NULL with a size, corrupt. */
@@ -270,7 +271,8 @@ static void test_loading(const char* models) {
   CHECK_STATUS(dermal_model_open(path, options, &model), DERMAL_UNKNOWN_LAYER);
   CHECK_STATUS(dermal_load_options_set_cam_layer(options, NULL), DERMAL_OK);
 
-  /* Lazy, explain off, at most 16 pixels. */
+  /* Lazy, explain off, at most 16 pixels, freed memory kept. */
+  CHECK_STATUS(dermal_load_options_set_release_memory_after_predict(options, 0), DERMAL_OK);
   CHECK_STATUS(dermal_load_options_set_preload(options, 0), DERMAL_OK);
   CHECK_STATUS(dermal_load_options_set_explain(options, 0), DERMAL_OK);
   CHECK_STATUS(dermal_load_options_set_max_pixels(options, 16), DERMAL_OK);

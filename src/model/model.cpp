@@ -140,6 +140,7 @@ struct Model::Impl {
     threads.run([&] {
       at::init_num_threads();  // OpenMP keeps a thread count per thread: oneDNN here uses LibTorch's
       prediction = predict_photo(*acquire(), decode(), predict_options, explain);
+      if (options.release_memory_after_predict) release_free_memory();
     });
     return prediction;
   }

@@ -10,7 +10,6 @@
 #include "heatmap/cam.hpp"
 #include "heatmap/render.hpp"
 #include "image/preprocess.hpp"
-#include "model/allocator.hpp"
 #include "model/torch_errors.hpp"
 
 namespace dermal {
@@ -106,8 +105,6 @@ Prediction predict_photo(const Network& network, const Image& photo, const Predi
     activation.reset();
     return result;
   });
-  input = std::vector<float>();
-  release_free_memory();
   return prediction;
 }
 

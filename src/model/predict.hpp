@@ -8,7 +8,7 @@ namespace dermal {
 
 // Classifies an upright photo and, with `explain`, makes the heatmaps and
 // overlays the options ask for. Every tensor of the request (input,
-// activation, graph, gradients) is released before it returns. Options must
+// activation, graph, gradients) is freed before it returns. Options must
 // have passed check_options. Throws Error.
 Prediction predict_photo(const Network& network, const Image& photo, const PredictOptions& options, bool explain);
 

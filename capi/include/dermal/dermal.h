@@ -130,6 +130,12 @@ DERMAL_API dermal_status dermal_load_options_set_queue_timeout_ms(dermal_load_op
  * 128 KiB while loading, then M_MMAP_THRESHOLD and M_TRIM_THRESHOLD 32 MiB):
  * a lower load peak (reference model 337 -> 320 MB). See the README. */
 DERMAL_API dermal_status dermal_load_options_set_tune_allocator(dermal_load_options* options, int tune_allocator);
+/* Non-zero (the default): process-wide, after each prediction the heap
+ * memory freed in the whole process goes back to the system (glibc's
+ * malloc_trim). Zero keeps it for the next request: faster where page faults
+ * are slow, with the resident set higher between requests. See the README. */
+DERMAL_API dermal_status dermal_load_options_set_release_memory_after_predict(dermal_load_options* options,
+                                                                              int release_memory_after_predict);
 
 /* ---- Predict options (defaults: top 3, explain as opened, "gradcam" for
  *      the top class, a "jpeg" overlay at quality 90 in "jet" with alpha

@@ -107,6 +107,8 @@ def open_library(path: str) -> Any:
     declare("dermal_load_options_set_queue_timeout_ms", c_status, c_handle, c_int)
     # dermal_status dermal_load_options_set_tune_allocator(dermal_load_options* options, int tune_allocator);
     declare("dermal_load_options_set_tune_allocator", c_status, c_handle, c_int)
+    # dermal_status dermal_load_options_set_release_memory_after_predict(dermal_load_options* options, int release);
+    declare("dermal_load_options_set_release_memory_after_predict", c_status, c_handle, c_int)
 
     # dermal_status dermal_predict_options_create(dermal_predict_options** options);
     declare("dermal_predict_options_create", c_status, POINTER(c_handle))

@@ -42,7 +42,8 @@ def model():
             try:
                 _model = dermal.Model(c["model"], preload=c["preload"], threads=c["threads"], explain=c["explain"],
                                       max_pixels=c["max_pixels"], max_concurrent=c["max_concurrent"],
-                                      queue_timeout_ms=c["queue_timeout_ms"], tune_allocator=c["tune_allocator"])
+                                      queue_timeout_ms=c["queue_timeout_ms"], tune_allocator=c["tune_allocator"],
+                                      release_memory_after_predict=c["release_memory_after_predict"])
             except dermal.DermalError as error:
                 _model_error = f"{error.status_name}: {error}"
                 raise

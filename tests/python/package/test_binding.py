@@ -437,6 +437,11 @@ def test_tune_allocator_is_accepted_and_changes_no_result(dermal):
     assert run_python(code, dict(os.environ, PYTHONPATH=PACKAGE_DIR, DERMAL_LIBRARY=LIBRARY)) == "True"
 
 
+def test_release_memory_after_predict_off_is_accepted_and_changes_no_result(dermal):
+    kept = dermal.Model(TINY, release_memory_after_predict=False)
+    assert kept.predict(PHOTO).probabilities == dermal.Model(TINY).predict(PHOTO).probabilities
+
+
 def test_offline_pip_install_bundles_the_library_and_the_type_marker(dermal, tmp_path):
     source = tmp_path / "source"  # a copy: setuptools writes build/ and egg-info beside the sources
     shutil.copytree(PACKAGE_DIR, source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))

@@ -54,7 +54,8 @@ from dermal_site import settings as site_settings  # noqa: E402
 LABELS = ["melanoma", "nevus", "vascular"]
 BASE = {
     "model": DEMO_MODEL, "preload": True, "explain": True, "threads": 1,
-    "max_concurrent": 1, "queue_timeout_ms": 200, "tune_allocator": False, "max_upload_bytes": 2 * 1024 * 1024,
+    "max_concurrent": 1, "queue_timeout_ms": 200, "tune_allocator": False, "release_memory_after_predict": True,
+    "max_upload_bytes": 2 * 1024 * 1024,
     "max_pixels": 40_000_000, "image_types": ("jpeg", "png", "bmp"),
 }
 
@@ -406,6 +407,13 @@ def test_the_example_tunes_the_allocator_unless_told_not_to(monkeypatch):
     assert importlib.reload(site_settings).DERMAL["tune_allocator"] is True
     monkeypatch.setenv("DERMAL_TUNE_ALLOCATOR", "0")
     assert importlib.reload(site_settings).DERMAL["tune_allocator"] is False
+
+
+def test_the_example_releases_memory_after_each_request_unless_told_not_to(monkeypatch):
+    monkeypatch.delenv("DERMAL_RELEASE_MEMORY_AFTER_PREDICT", raising=False)
+    assert importlib.reload(site_settings).DERMAL["release_memory_after_predict"] is True
+    monkeypatch.setenv("DERMAL_RELEASE_MEMORY_AFTER_PREDICT", "0")
+    assert importlib.reload(site_settings).DERMAL["release_memory_after_predict"] is False
 
 
 # --- gunicorn: the master loads the model, the workers forked from it serve ----------------
