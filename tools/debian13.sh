@@ -135,8 +135,8 @@ if [[ $mode == --benchmark ]]; then
   cp build/reference-effnetv2s*.pt "$root/work/dermal/build/" 2> /dev/null || true
   step benchmark in_root "bash benchmarks/run.sh"
   mkdir -p benchmarks/results/debian13
-  cp -r "$root/work/dermal/benchmarks/results/." benchmarks/results/debian13/
-  echo "   results copied to benchmarks/results/debian13/"
+  cp "$root"/work/dermal/benchmarks/results/{results.md,results.json,chart.png} benchmarks/results/debian13/
+  echo "   results.md, results.json and chart.png copied to benchmarks/results/debian13/"
   exit 0
 fi
 

@@ -5,6 +5,9 @@
 #   bash tools/setup.sh --build    # packages and build only (used by tools/test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# On Debian 13 (LibTorch 2.6) oneDNN is held to AVX2, as the README tells its
+# users: its AVX-512 float32 convolutions were measured wrong (README, "Debian 12 and 13").
+[[ $(. /etc/os-release && echo "${VERSION_ID:-}") == 12 ]] || export ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-AVX2}
 
 packages=(
   build-essential cmake pkg-config
@@ -17,6 +20,12 @@ packages=(
 # Debian 12 and 13 ship different versions of LibTorch, Catch2, fmt, Python and
 # clang; every name above is one both releases have (clang and libclang-rt-dev
 # pull the release's default clang, for the fuzz builds).
+# From Debian 13 (LibTorch 2.x) dermal runs frozen graphs without oneDNN's
+# rewrite, and LibTorch sends single-threaded 1x1 convolutions to the BLAS:
+# with Debian's reference BLAS (libblas3) a reference-model Grad-CAM took
+# 1.1 s at 1 thread, with OpenBLAS 0.17 s. (Debian 12's optimised graphs run
+# on oneDNN; its OpenBLAS is left out, not measured there.)
+[[ $(. /etc/os-release && echo "${VERSION_ID:-}") == 12 ]] || packages+=(libopenblas0-openmp)
 
 missing=()
 for package in "${packages[@]}"; do
