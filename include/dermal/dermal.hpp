@@ -147,7 +147,7 @@ struct LoadOptions {
   // Process-wide: after each prediction, the heap memory freed in the whole
   // process goes back to the system (glibc's malloc_trim(0)), so the resident
   // set falls back to its settled size between requests (reference model:
-  // ~25 MB less). The next request maps those pages again: where page faults
+  // ~14 MB less). The next request maps those pages again: where page faults
   // are slow (~14 us on the VM of the README's figures) false made Grad-CAM
   // ~20 % faster, for that much more resident memory. Without glibc it does nothing.
   bool release_memory_after_predict = true;

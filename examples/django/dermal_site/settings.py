@@ -70,7 +70,7 @@ DERMAL = {
     "tune_allocator": _env_bool("DERMAL_TUNE_ALLOCATOR", True),
     # The library's default: after each request the worker's freed heap goes
     # back to the system. 0 keeps it for the next request (faster where page
-    # faults are slow, ~25 MB more per idle worker; see the README).
+    # faults are slow, ~14 MB more per idle worker; see the README).
     "release_memory_after_predict": _env_bool("DERMAL_RELEASE_MEMORY_AFTER_PREDICT", True),
     "max_upload_bytes": _env_number("DERMAL_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, int, 1),
     "max_pixels": _env_number("DERMAL_MAX_PIXELS", 40_000_000, int, 1),
