@@ -198,8 +198,9 @@ def predict(base, photo):
 
 
 def read_log(log):
-    log.seek(0)
-    return log.read().decode(errors="replace")
+    """The whole log. pread, not seek and read: gunicorn writes through the same file description
+    (an access line can follow the answer), and a seek would move where it writes."""
+    return os.pread(log.fileno(), os.fstat(log.fileno()).st_size, 0).decode(errors="replace")
 
 
 def wait_ready(base, server, log, workers):

@@ -427,8 +427,9 @@ def _children(pid):
 
 
 def _read(log):
-    log.seek(0)
-    return log.read().decode(errors="replace")
+    """The whole log. pread, not seek and read: gunicorn writes through the same file description
+    (its access line can come after the client has its answer), and a seek would move where it writes."""
+    return os.pread(log.fileno(), os.fstat(log.fileno()).st_size, 0).decode(errors="replace")
 
 
 @pytest.fixture(scope="module")
