@@ -668,6 +668,58 @@ def mobilenet_v3_small(size, seed=10):
     return _classifier(m, last, k, dropout=0.2)
 
 
+DEMO_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "examples", "data", "demo-model.pt")
+
+
+def trained_demo(size):
+    """The trained demo model (examples/data/demo-model.pt, tools/train_demo.py's
+    DemoNet) as a Keras user would write the same network: Rescaling and
+    Normalization inside, ZeroPadding2D(1) before each strided "valid"
+    convolution (PyTorch's symmetric padding), Conv2D-BatchNormalization-ReLU
+    blocks, GAP, Dense(3, softmax), with the demo's trained weights: a
+    trained Keras file for measurements that random weights cannot give."""
+    import torch
+    from torch import nn
+
+    import train_demo
+    network = train_demo.DemoNet()
+    network.load_state_dict(torch.jit.load(DEMO_MODEL).state_dict())
+    k = Maker(0)  # configs only: every weight below is replaced by the trained one
+
+    def trained(m, arrays):
+        """Puts `arrays` (torch tensors, Keras's order and layout) in place of the last layer's weights."""
+        entry = m.entries[-1]
+        entry["weights"] = [(name, array.detach().numpy().astype(np.float32), trainable)
+                            for (name, _, trainable), array in zip(entry["weights"], arrays)]
+
+    m = Model("sequential", "Sequential", (size, size, 3))
+    k.simple(m, "Rescaling", "rescaling", scale=1.0 / 255.0, offset=0.0)
+    k.simple(m, "Normalization", "normalization", axis=-1, mean=[0.485, 0.456, 0.406],
+             variance=[0.229 ** 2, 0.224 ** 2, 0.225 ** 2], invert=False)
+    for i, stage in enumerate(network.features):
+        convolutions = [layer for layer in stage if isinstance(layer, nn.Conv2d)]
+        norms = [layer for layer in stage if isinstance(layer, nn.BatchNorm2d)]
+        for j, (conv, norm) in enumerate(zip(convolutions, norms)):
+            prefix = f"block{i + 1}_{j + 1}_"
+            strided = conv.stride[0] == 2
+            if strided:
+                k.simple(m, "ZeroPadding2D", prefix + "pad", padding=[[1, 1], [1, 1]],
+                         data_format="channels_last")
+            k.conv(m, prefix + "conv", conv.out_channels, 3, conv.in_channels, strides=conv.stride[0],
+                   padding="valid" if strided else "same", use_bias=False)
+            trained(m, [conv.weight.permute(2, 3, 1, 0)])
+            k.bn(m, prefix + "bn", norm.num_features, epsilon=norm.eps, momentum=0.9)
+            trained(m, [norm.weight, norm.bias, norm.running_mean, norm.running_var])
+            k.simple(m, "ReLU", prefix + "relu", max_value=None, negative_slope=0.0, threshold=0.0)
+    k.simple(m, "GlobalAveragePooling2D", "global_average_pooling2d", data_format="channels_last",
+             keepdims=False)
+    linear = network.head[2]
+    k.dense(m, "dense", linear.out_features, linear.in_features, activation="softmax")
+    trained(m, [linear.weight.t(), linear.bias])
+    return m
+
+
 FAMILIES = {
     "custom_cnn": (custom_cnn, ("keras3.keras", "tf213.keras", "keras2.h5", "keras3.h5")),
     "teachable_machine": (teachable_machine, ("keras2.h5", "keras3.keras")),
@@ -679,6 +731,7 @@ FAMILIES = {
     "xception": (xception, ("keras3.h5",)),
     "efficientnet_b0": (efficientnet_b0, ("keras3.keras", "tf213.keras")),
     "mobilenet_v3_small": (mobilenet_v3_small, ("keras3.keras",)),
+    "trained_demo": (trained_demo, ("keras3.keras", "keras2.h5")),
 }
 
 

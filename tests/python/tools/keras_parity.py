@@ -40,6 +40,7 @@ FAMILY_SETUP = {
     "xception": ("block14_sepconv2_act", 1.0 / 127.5, -1.0),
     "efficientnet_b0": ("top_activation", 1.0, 0.0),
     "mobilenet_v3_small": ("activation_17", 1.0, 0.0),
+    "trained_demo": ("block5_1_relu", 1.0, 0.0),
 }
 SMALL = 64
 PHOTOS_SMALL = 3

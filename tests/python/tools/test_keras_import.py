@@ -107,6 +107,42 @@ def test_through_the_library_probabilities_and_gradcam_equal_tfjs(work, dermal):
                 assert np.abs(raw - normalised).max() <= 1e-4, case
 
 
+
+def test_trained_demo_as_keras_imports_to_the_demo_models_scores_and_maps(tmp_path):
+    """The trained demo model written as a Keras file (make_keras_fixtures' trained_demo: Rescaling and
+    Normalization inside, explicit padding) and imported: on held-out lesion photos its logits and
+    the Grad-CAM recipe at its last block equal those of examples/data/demo-model.pt on the same pixels."""
+    import lesions
+    import train_demo
+    size = train_demo.SIZE
+    model = fixtures.trained_demo(size)
+    keras_file, imported = str(tmp_path / "demo.keras"), str(tmp_path / "demo-keras.pt")
+    fixtures.write_archive(model, keras_file, "keras3")
+    result = run_importer(keras_file, imported, labels=",".join(lesions.CLASSES))
+    assert result.returncode == 0, result.stderr
+    assert _stages(imported)["cam_layer"] == "block5_1_relu"
+    pixels, truth, _ = train_demo.make_set(train_demo.HELDOUT_SEED, 12)
+    cam_classes = truth.tolist()
+    got_logits, got_cams = keras_parity.torch_logits_and_cam(
+        imported, pixels.permute(0, 2, 3, 1).float().numpy(), "block5_1_relu", cam_classes)
+    demo = torch.jit.load(fixtures.DEMO_MODEL)
+    demo_stages = _stages(fixtures.DEMO_MODEL)["stages"]
+    split = demo_stages.index(_stages(fixtures.DEMO_MODEL)["cam_layer"]) + 1
+    for x, logits, cam, target in zip(pixels, got_logits, got_cams, cam_classes):
+        with torch.no_grad():
+            activation = keras_parity.dermal_model.run_stages(demo, demo_stages[:split],
+                                                              train_demo.normalize(x[None]))
+        activation.requires_grad_(True)
+        out = keras_parity.dermal_model.run_stages(demo, demo_stages[split:], activation)
+        (gradient,) = torch.autograd.grad(out[0, target], activation)
+        expected_cam = torch.relu((activation * gradient.mean(dim=(2, 3), keepdim=True)).sum(1))[0].detach().numpy()
+        expected_logits = out[0].detach().numpy()
+        assert np.abs(logits - expected_logits).max() <= 1e-4 * np.ptp(expected_logits)
+        assert logits.argmax() == expected_logits.argmax() == target  # trained: right on these photos
+        assert cam.shape == expected_cam.shape and expected_cam.max() > 0
+        assert np.abs(cam - expected_cam).max() <= 1e-4 * expected_cam.max()
+
+
 # ---------------------------------------------------------------- options and description
 
 def run_importer(source, out, *options, labels="a,b,c,d,e,f,g"):
