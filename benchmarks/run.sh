@@ -24,14 +24,14 @@ export_reference() {  # $1: output file, then export_model.py options
 export_reference build/reference-effnetv2s.pt
 # The bf16 candidate is written whatever its agreement, to be measured; the
 # report says whether it is kept (top-1 agreement with float32 >= 99 %). Not
-# where ONEDNN_MAX_CPU_ISA holds oneDNN below bfloat16 (Debian 13 here): the
+# where ONEDNN_MAX_CPU_ISA (or DNNL_) holds oneDNN below bfloat16 (Debian 13 here): the
 # exporter and the library refuse bfloat16 there.
 bf16=()
 if "$PY" -c 'import sys; sys.path.insert(0, "tools"); import dermal_model; sys.exit(not dermal_model.onednn_allows_bfloat16())'; then
   export_reference build/reference-effnetv2s-bf16.pt --precision bf16 --min-agreement 0
   bf16=(--bf16 build/reference-effnetv2s-bf16.pt)
 else
-  echo "== no bfloat16 rows: ONEDNN_MAX_CPU_ISA=$ONEDNN_MAX_CPU_ISA holds oneDNN below bfloat16" >&2
+  echo "== no bfloat16 rows: oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA or DNNL_MAX_CPU_ISA) is below bfloat16" >&2
 fi
 
 # The same network imported from Keras: a Keras 3 EfficientNetV2-S file with

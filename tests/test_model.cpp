@@ -373,7 +373,21 @@ TEST_CASE("native bfloat16 is read from /proc/cpuinfo's flags", "[model]") {
   CHECK_FALSE(native(""));
 }
 
+TEST_CASE("the oneDNN ISA cap is read as oneDNN reads it", "[model]") {
+  const auto cap = [](const char* onednn, const char* dnnl) {
+    const dermal::OnednnIsaCap found = dermal::onednn_isa_cap(onednn, dnnl);
+    return found.variable + "=" + found.value;
+  };
+  CHECK(cap(nullptr, nullptr) == "=");
+  CHECK(cap("", "") == "=");
+  CHECK(cap("AVX2", nullptr) == "ONEDNN_MAX_CPU_ISA=AVX2");
+  CHECK(cap(nullptr, "AVX2") == "DNNL_MAX_CPU_ISA=AVX2");
+  CHECK(cap("", "AVX2") == "DNNL_MAX_CPU_ISA=AVX2");                        // an empty value counts as unset
+  CHECK(cap("AVX512_CORE_BF16", "AVX2") == "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16");  // the newer name wins
+}
+
 TEST_CASE("a oneDNN ISA cap below AVX512_CORE_BF16 rules bfloat16 out", "[model]") {
+  CHECK(dermal::onednn_allows_bfloat16(""));
   CHECK(dermal::onednn_allows_bfloat16("ALL"));
   CHECK(dermal::onednn_allows_bfloat16("AVX512_CORE_BF16"));
   CHECK(dermal::onednn_allows_bfloat16("avx512_core_amx"));

@@ -57,7 +57,7 @@ def run_stages(module, stages, x):
     return x
 
 
-# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16, as the library lists them.
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA, DNNL_MAX_CPU_ISA) below AVX512_CORE_BF16, as the library lists them.
 ISA_CAPS_WITHOUT_BFLOAT16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_MIC",
                              "AVX512_MIC_4OPS", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
@@ -78,11 +78,21 @@ def native_bfloat16(cpuinfo="/proc/cpuinfo"):
     return ""
 
 
+def onednn_isa_cap(environ=os.environ):
+    """oneDNN's ISA cap as oneDNN reads it: (variable, value) of the first of
+    ONEDNN_MAX_CPU_ISA and its older name DNNL_MAX_CPU_ISA that is set and not
+    empty, ("", "") when neither is."""
+    for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        if environ.get(variable):
+            return variable, environ[variable]
+    return "", ""
+
+
 def onednn_allows_bfloat16(max_cpu_isa=None):
-    """Whether ONEDNN_MAX_CPU_ISA (this process's, by default) still lets
+    """Whether an ISA cap's value (this process's cap, by default) still lets
     oneDNN use bfloat16 instructions, as the library decides it."""
     if max_cpu_isa is None:
-        max_cpu_isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+        max_cpu_isa = onednn_isa_cap()[1]
     return max_cpu_isa.upper() not in ISA_CAPS_WITHOUT_BFLOAT16
 
 

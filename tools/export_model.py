@@ -341,7 +341,7 @@ def export(args):
     """Writes the model file described by `args`; returns a summary for the user."""
     started = time.monotonic()
     if args.precision == "bf16" and not dermal_model.onednn_allows_bfloat16():
-        raise Refusal(f"--precision bf16: ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']} keeps oneDNN from "
+        raise Refusal(f"--precision bf16: {'='.join(dermal_model.onednn_isa_cap())} keeps oneDNN from "
                       "bfloat16 instructions, so the agreement with float32 cannot be measured here (LibTorch 1.13 "
                       "then fails on bfloat16 convolutions, 2.6 emulates them very slowly); export in a process "
                       "without that setting; nothing written")

@@ -196,13 +196,12 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
                               "avx512_bf16 nor amx_bf16 in /proc/cpuinfo), so it would run slower than float32; "
                               "export it without --precision bf16",
                               path));
-    const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
-    if (cap != nullptr && !onednn_allows_bfloat16(cap))
+    const OnednnIsaCap cap = onednn_isa_cap(std::getenv("ONEDNN_MAX_CPU_ISA"), std::getenv("DNNL_MAX_CPU_ISA"));
+    if (!onednn_allows_bfloat16(cap.value))
       throw Error(ErrorCode::invalid_model,
-                  fmt::format("\"{}\" computes in bfloat16, and ONEDNN_MAX_CPU_ISA={} keeps oneDNN from this "
-                              "CPU's bfloat16 instructions, so it would run slower than float32; use the float32 "
-                              "file, or unset ONEDNN_MAX_CPU_ISA",
-                              path, cap));
+                  fmt::format("\"{}\" computes in bfloat16, and {}={} keeps oneDNN from this CPU's bfloat16 "
+                              "instructions, so it would run slower than float32; use the float32 file, or unset {}",
+                              path, cap.variable, cap.value, cap.variable));
   }
 
   network->cam_layer = cam_layer.empty() ? d.cam_layer : cam_layer;
@@ -303,6 +302,12 @@ bool native_bfloat16(std::istream& cpuinfo) {
     return false;  // every CPU lists the same flags
   }
   return false;
+}
+
+OnednnIsaCap onednn_isa_cap(const char* onednn_max_cpu_isa, const char* dnnl_max_cpu_isa) {
+  if (onednn_max_cpu_isa != nullptr && *onednn_max_cpu_isa != '\0') return {"ONEDNN_MAX_CPU_ISA", onednn_max_cpu_isa};
+  if (dnnl_max_cpu_isa != nullptr && *dnnl_max_cpu_isa != '\0') return {"DNNL_MAX_CPU_ISA", dnnl_max_cpu_isa};
+  return {};
 }
 
 bool onednn_allows_bfloat16(const std::string& max_cpu_isa) {

@@ -50,9 +50,18 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
 // convolutions were measured 1.8x slower than float32).
 bool native_bfloat16(std::istream& cpuinfo);
 
-// Whether a value of ONEDNN_MAX_CPU_ISA (empty: unset) still lets oneDNN use
-// bfloat16 instructions: false for the ISAs below AVX512_CORE_BF16 (AVX2, as
-// the README advises on Debian 13, AVX512_CORE, ...).
+// oneDNN's ISA cap as oneDNN reads it, from the values (null: unset) of
+// ONEDNN_MAX_CPU_ISA and of its older name DNNL_MAX_CPU_ISA: the first that
+// is set and not empty, with its name; both empty when neither is.
+struct OnednnIsaCap {
+  std::string variable;
+  std::string value;
+};
+OnednnIsaCap onednn_isa_cap(const char* onednn_max_cpu_isa, const char* dnnl_max_cpu_isa);
+
+// Whether an ISA cap's value (empty: none) still lets oneDNN use bfloat16
+// instructions: false for the ISAs below AVX512_CORE_BF16 (AVX2, as the
+// README advises on Debian 13, AVX512_CORE, ...).
 bool onednn_allows_bfloat16(const std::string& max_cpu_isa);
 
 // Runs graphs in order on x.

@@ -125,6 +125,10 @@ def test_dermal_loads_bf16_only_where_the_cpu_computes_it_natively(exports, tmp_
     assert result.returncode != 0
     assert "ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN from this CPU's bfloat16 instructions" in result.stderr
     assert not capped.exists()
+    result = classify(capped, DNNL_MAX_CPU_ISA="AVX2")  # oneDNN's older name for the same cap
+    assert result.returncode != 0
+    assert "DNNL_MAX_CPU_ISA=AVX2 keeps oneDNN from this CPU's bfloat16 instructions" in result.stderr
+    assert not capped.exists()
 
 
 def test_bf16_export_is_refused_under_a_onednn_cap_below_it(tmp_path):
@@ -148,6 +152,16 @@ def test_native_bfloat16_reads_the_flags_line(tmp_path):
         cpuinfo.write_text(text)
         assert dermal_model.native_bfloat16(str(cpuinfo)) == expected
     assert dermal_model.native_bfloat16(str(tmp_path / "absent")) == ""
+
+
+def test_the_onednn_isa_cap_is_read_as_onednn_reads_it():
+    assert dermal_model.onednn_isa_cap({}) == ("", "")
+    assert dermal_model.onednn_isa_cap({"ONEDNN_MAX_CPU_ISA": "", "DNNL_MAX_CPU_ISA": ""}) == ("", "")
+    assert dermal_model.onednn_isa_cap({"DNNL_MAX_CPU_ISA": "AVX2"}) == ("DNNL_MAX_CPU_ISA", "AVX2")
+    assert dermal_model.onednn_isa_cap({"ONEDNN_MAX_CPU_ISA": "", "DNNL_MAX_CPU_ISA": "AVX2"}) == \
+        ("DNNL_MAX_CPU_ISA", "AVX2")
+    assert dermal_model.onednn_isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16", "DNNL_MAX_CPU_ISA": "AVX2"}) == \
+        ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
 
 
 def test_onednn_isa_caps_below_bfloat16_rule_it_out():
