@@ -5,9 +5,7 @@
 #   bash tools/setup.sh --build    # packages and build only (used by tools/test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# On Debian 13 (LibTorch 2.6) oneDNN is held to AVX2, as the README tells its
-# users: its AVX-512 float32 convolutions were measured wrong (README, "Debian 12 and 13").
-[[ $(. /etc/os-release && echo "${VERSION_ID:-}") == 12 ]] || export ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-AVX2}
+. tools/onednn-cap.sh
 
 packages=(
   build-essential cmake pkg-config
