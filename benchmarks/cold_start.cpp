@@ -8,7 +8,8 @@
 //
 // With DERMAL_SPAWNED_NS (the runner's CLOCK_REALTIME at spawn, in ns), the
 // time from spawn to main() is reported too: exec, dynamic linking of
-// LibTorch and its static initialisers.
+// LibTorch and its static initialisers. Each part's minor page faults (the
+// process's first touches of fresh memory) are reported beside its time.
 #include <fmt/format.h>
 #include <ATen/Parallel.h>
 
@@ -28,6 +29,7 @@ using namespace measure;
 int main(int argc, char** argv) {
   const auto main_entered = Clock::now();
   nlohmann::json out;
+  out["spawn_to_main_page_faults"] = dermal::minor_page_faults();
   if (const char* spawned = std::getenv("DERMAL_SPAWNED_NS")) {
     const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                             std::chrono::system_clock::now().time_since_epoch()).count();
@@ -50,16 +52,22 @@ int main(int argc, char** argv) {
     dermal::release_free_memory();
     out["load_ms"] = since_ms(load_start);
     const dermal::LoadTimes& t = network->load_times;
-    out["load"] = {{"read_ms", t.read}, {"freeze_ms", t.freeze}, {"optimise_ms", t.optimise},
-                   {"compose_ms", t.compose}, {"check_ms", t.check}};
+    for (const auto& [name, part] : {std::pair{"read", t.read}, {"freeze", t.freeze}, {"optimise", t.optimise},
+                                     {"compose", t.compose}, {"check", t.check}}) {
+      out["load"][std::string(name) + "_ms"] = part.ms;
+      out["load"][std::string(name) + "_page_faults"] = part.page_faults;
+    }
 
+    const std::int64_t request_faults = dermal::minor_page_faults();
     const auto request_start = Clock::now();
     dermal::PredictOptions end_to_end;  // JPEG overlay, as a web app returns it
     end_to_end.explain = true;
     const dermal::Prediction result =
         dermal::predict_photo(*network, dermal::decode_image(jpeg.data(), jpeg.size()), end_to_end, true);
     out["first_request_ms"] = since_ms(request_start);
+    out["first_request_page_faults"] = dermal::minor_page_faults() - request_faults;
     out["main_to_first_result_ms"] = since_ms(main_entered);
+    out["spawn_to_first_result_page_faults"] = dermal::minor_page_faults();
     std::cout << "first-result" << std::endl;
     out["overlay_bytes"] = result.explanations.at(0).overlay.size();
     out["threads"] = options.threads;

@@ -48,16 +48,17 @@ REDUCED_PROGRAMS = ["dermal_cpp", "dermal_python", "bare_forward"]
 KERAS_PROGRAMS = ["dermal_cpp", "bare_forward"]
 # dermal's end-to-end Grad-CAM and the bare forward alternated in one process.
 SIDE_BY_SIDE = [os.path.join(BUILD, "benchmarks", "side_by_side")]
-# The cold start's split: cold_start.py's medians, in this order.
+# The cold start's split, in this order: (key prefix, label); cold_start.py's
+# medians are "<prefix>_ms" and "<prefix>_page_faults".
 COLD_START_PARTS = [
-    ("spawn_to_main_ms", "spawn → main (exec, linking LibTorch, static initialisers)"),
-    ("load.read_ms", "reading the file (torch::jit::load)"),
-    ("load.freeze_ms", "freezing (pieces)"),
-    ("load.optimise_ms", "optimising (pieces)"),
-    ("load.compose_ms", "composing (one graph per run)"),
-    ("load.check_ms", "check forward (first run of the graphs)"),
-    ("first_request_ms", "first end-to-end Grad-CAM request"),
-    ("spawn_to_first_result_ms", "**spawn → first result, from outside**"),
+    ("spawn_to_main", "spawn → main (exec, linking LibTorch, static initialisers)"),
+    ("load.read", "reading the file (torch::jit::load)"),
+    ("load.freeze", "freezing (pieces)"),
+    ("load.optimise", "optimising (pieces)"),
+    ("load.compose", "composing (one graph per run)"),
+    ("load.check", "check forward (first run of the graphs)"),
+    ("first_request", "first end-to-end Grad-CAM request"),
+    ("spawn_to_first_result", "**spawn → first result, from outside**"),
 ]
 
 
@@ -225,8 +226,10 @@ def markdown(meta, results, side_by_side, reduced, cold_start, target_lines):
         lines += ["", "## Cold start, split", "",
                   f"Reference model, 1 thread, `benchmarks/cold_start.py`: medians of {cold_start['runs']} fresh "
                   f"processes (load average {cold_start['loadavg_1min_after']} after). The parts of the load are "
-                  "timed inside it; the total from outside.", "", "| part | ms |", "|---|---:|"]
-        lines += [f"| {label} | {fmt(cold_start.get(key))} |" for key, label in COLD_START_PARTS]
+                  "timed inside it; the total from outside. Page faults: the process's minor faults in each "
+                  "part (first touches of fresh memory).", "", "| part | ms | page faults |", "|---|---:|---:|"]
+        lines += [f"| {label} | {fmt(cold_start.get(key + '_ms'))} | {fmt(cold_start.get(key + '_page_faults'))} |"
+                  for key, label in COLD_START_PARTS]
     if reduced:
         lines += ["", "## Reduced precision", "",
                   f"Top-1 agreement with the float32 export on generated lesion photos; kept if ≥ "

@@ -22,13 +22,24 @@ namespace dermal {
 // nothing is optimised (network.cpp says why). The graphs hold the only copy
 // of the weights. Immutable once loaded: shared by requests.
 
-// Where a load's time went, in milliseconds (benchmarks/cold_start reports it).
+// What one part of a load cost: wall time, and the minor page faults of the
+// whole process meanwhile (first touches of fresh memory, which set much of
+// a load's time where faults are slow).
+struct LoadPart {
+  double ms = 0;
+  std::int64_t page_faults = 0;
+};
+
+// The minor page faults of the whole process so far.
+std::int64_t minor_page_faults();
+
+// Where a load's time went (benchmarks/cold_start reports it).
 struct LoadTimes {
-  double read = 0;      // the file: archive, weights, description
-  double freeze = 0;    // freezing each piece
-  double optimise = 0;  // optimize_for_inference on each piece
-  double compose = 0;   // the pieces of each run into one graph
-  double check = 0;     // the forward of a blank image
+  LoadPart read;      // the file: archive, weights, description
+  LoadPart freeze;    // freezing each piece
+  LoadPart optimise;  // optimize_for_inference on each piece
+  LoadPart compose;   // the pieces of each run into one graph
+  LoadPart check;     // the forward of a blank image
 };
 
 struct Network {
