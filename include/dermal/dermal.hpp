@@ -140,9 +140,11 @@ struct LoadOptions {
   // Process-wide, opt-in: sets glibc's M_MMAP_THRESHOLD to 128 KiB while
   // loading (freed copies of weights go back to the system at once: reference
   // model load peak 337 -> 320 MB) and M_MMAP_THRESHOLD and M_TRIM_THRESHOLD
-  // to 32 MiB afterwards (where glibc's adaptive threshold settles; fixing one
-  // threshold alone costs ~24,000 page faults, ~20 ms, per request). Without
-  // glibc it does nothing.
+  // to 32 MiB afterwards (the ceiling of glibc's adaptive threshold; fixing one
+  // threshold alone costs ~24,000 page faults, ~20 ms, per request). With
+  // glibc's own thresholds, reference-model Grad-CAM took 2.6-3.4x as long,
+  // with ~9x the page faults, on the README's VM (slow page faults).
+  // Without glibc it does nothing.
   bool tune_allocator = false;
   // Process-wide: after each prediction, the heap memory freed in the whole
   // process goes back to the system (glibc's malloc_trim(0)), so the resident

@@ -128,7 +128,9 @@ DERMAL_API dermal_status dermal_load_options_set_max_concurrent(dermal_load_opti
 DERMAL_API dermal_status dermal_load_options_set_queue_timeout_ms(dermal_load_options* options, int queue_timeout_ms);
 /* Non-zero: process-wide, sets glibc's malloc thresholds (M_MMAP_THRESHOLD
  * 128 KiB while loading, then M_MMAP_THRESHOLD and M_TRIM_THRESHOLD 32 MiB):
- * a lower load peak (reference model 337 -> 320 MB). See the README. */
+ * a lower load peak (reference model 337 -> 320 MB), and requests that keep
+ * their heap (with glibc's defaults Grad-CAM took 2.6-3.4x as long where
+ * page faults are slow). See the README. */
 DERMAL_API dermal_status dermal_load_options_set_tune_allocator(dermal_load_options* options, int tune_allocator);
 /* Non-zero (the default): process-wide, after each prediction the heap
  * memory freed in the whole process goes back to the system (glibc's

@@ -302,7 +302,8 @@ class Model:
     inference thread has taken within queue_timeout_ms raises Busy. A model
     loaded before os.fork() serves in the children, sharing its weights.
     tune_allocator=True changes glibc's malloc thresholds for the whole
-    process (a lower load peak; see the package README).
+    process (a lower load peak, and faster requests where page faults are
+    slow; see the package README).
     release_memory_after_predict=False keeps the memory a prediction freed
     for the next one instead of handing the process's free heap back to the
     system after each (faster where page faults are slow, more resident
