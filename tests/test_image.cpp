@@ -1,3 +1,5 @@
+#include <torch/torch.h>
+
 #include "catch2.hpp"
 
 #include <fstream>
@@ -7,6 +9,7 @@
 
 #include "dermal/dermal.hpp"
 #include "image/preprocess.hpp"
+#include "image/resample.hpp"
 #include "read_bytes.hpp"
 
 using dermal::ErrorCode;
@@ -115,6 +118,46 @@ TEST_CASE("resize and normalisation equal torchvision's on the same photo", "[im
     // Both compute in float32 with the same filter; 1e-4 leaves room for summation order only.
     CHECK(worst < 1e-4f);
   }
+}
+
+// torchvision's ToTensor + Normalize on the 8-bit pixels of PIL's resize, in
+// LibTorch: (torch.from_numpy(x) / 255 - mean) / std, planar.
+torch::Tensor torchvision_input(dermal::Image resized, const dermal::ModelDescription& d) {
+  const torch::Tensor x =
+      torch::from_blob(resized.rgb.data(), {resized.height, resized.width, 3}, torch::kUInt8).permute({2, 0, 1});
+  const torch::Tensor mean = torch::tensor({d.mean[0], d.mean[1], d.mean[2]}).view({3, 1, 1});
+  const torch::Tensor std = torch::tensor({d.std[0], d.std[1], d.std[2]}).view({3, 1, 1});
+  return ((x.to(torch::kFloat32) / 255 - mean) / std).contiguous();
+}
+
+TEST_CASE("a scale of 1/255 gives torch's x / 255 bit for bit", "[image][preprocess]") {
+  dermal::Image every_value{16, 16, std::vector<std::uint8_t>(16 * 16 * 3)};  // 0..255 in each channel
+  for (std::size_t i = 0; i < every_value.rgb.size(); ++i) every_value.rgb[i] = static_cast<std::uint8_t>(i / 3 + 85 * (i % 3));
+  const std::vector<std::pair<std::string, dermal::Image>> photos = {{"photo_37x23.png", decode_fixture("photo_37x23.png")},
+                                                                     {"every value", every_value}};
+  for (const auto& [name, photo] : photos) {
+    for (const bool imagenet : {true, false}) {
+      INFO(name << (imagenet ? ", ImageNet mean and std" : ", mean 0 and std 1: x / 255 alone"));
+      dermal::ModelDescription d = description_for(name == "every value" ? "16 16 stretch" : "64 48 stretch");
+      d.resample = dermal::ResampleFilter::bilinear;
+      REQUIRE(d.scale == static_cast<float>(1.0 / 255.0));  // what the exporters write
+      if (!imagenet) {
+        for (int c = 0; c < 3; ++c) {
+          d.mean[c] = 0;
+          d.std[c] = 1;
+        }
+      }
+      std::vector<float> input = dermal::preprocess(photo, d);
+      const torch::Tensor expected =
+          torchvision_input(dermal::resize_like_pillow(photo, *d.resample, dermal::input_window(photo, d)), d);
+      const torch::Tensor actual = torch::from_blob(input.data(), {3, d.input_height, d.input_width});
+      CHECK(torch::equal(actual, expected));
+    }
+  }
+  // The multiplication it replaces is not the same: v * float(1/255) != v / 255 for many v.
+  int differing = 0;
+  for (int v = 0; v < 256; ++v) differing += static_cast<float>(v) * (1.0f / 255.0f) != static_cast<float>(v) / 255.0f;
+  CHECK(differing > 50);
 }
 
 TEST_CASE("resize is within one grey level of PIL's 8-bit BILINEAR", "[image][preprocess]") {

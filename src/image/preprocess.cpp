@@ -42,14 +42,27 @@ Taps bilinear_taps(int in_size, int out_size, int first, int count) {
   return taps;
 }
 
+// k when `scale` is float(1/k) for a whole k from 1 to 65535 (1/255:
+// torchvision's ToTensor, Keras's Rescaling(1/255)), else 0.
+float whole_divisor(float scale) {
+  const double k = std::nearbyint(1.0 / scale);
+  return k >= 1 && k <= 65535 && static_cast<float>(1.0 / k) == scale ? static_cast<float>(k) : 0.0f;
+}
+
 // (value * scale - mean) / std for 8-bit RGB, planar, in float32: through a
-// table of the 256 values per channel.
+// table of the 256 values per channel. A scale of 1/k divides by k instead,
+// as x / 255 does (value * float(1/255) differs from it in the last bit for
+// about half the values).
 std::vector<float> normalise(const Image& resized, const ModelDescription& d) {
   const std::size_t plane = static_cast<std::size_t>(resized.width) * resized.height;
   std::vector<float> input(3 * plane);
+  const float divisor = whole_divisor(d.scale);
   for (int c = 0; c < 3; ++c) {
     float table[256];
-    for (int v = 0; v < 256; ++v) table[v] = (static_cast<float>(v) * d.scale - d.mean[c]) / d.std[c];
+    for (int v = 0; v < 256; ++v) {
+      const float scaled = divisor > 0 ? static_cast<float>(v) / divisor : static_cast<float>(v) * d.scale;
+      table[v] = (scaled - d.mean[c]) / d.std[c];
+    }
     for (std::size_t i = 0; i < plane; ++i) input[c * plane + i] = table[resized.rgb[3 * i + c]];
   }
   return input;

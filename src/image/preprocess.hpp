@@ -22,7 +22,8 @@ ResizeWindow input_window(const Image& image, const ModelDescription& descriptio
 // The model's input for one photo: resize policy, crop, scale, mean/std, as
 // a 3 x input_height x input_width planar float buffer. With a resample
 // filter, it is (PIL's 8-bit resize * scale - mean) / std in float32, as
-// numpy computes it on the app's PIL image.
+// numpy computes it on the app's PIL image; a scale of 1/255 (1/k for a
+// whole k) divides by 255 instead, bit for bit as torch's x / 255.
 std::vector<float> preprocess(const Image& image, const ModelDescription& description);
 
 }  // namespace dermal
