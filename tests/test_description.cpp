@@ -66,6 +66,9 @@ TEST_CASE("each wrong field is refused with its name", "[description]") {
   json d = valid_description();
   d["dermal_format"] = 2;
   require_refused(d, "dermal_format 2 is not supported");
+  d.erase("dermal_format");
+  require_refused(d, "it has no \"dermal_format\": not a file written by a dermal converter; make one with "
+                     "python3 -m dermal.convert torchvision (or keras)");
   d = valid_description();
   d.erase("labels");
   require_refused(d, "has no \"labels\"");

@@ -88,7 +88,10 @@ ModelDescription parse_description(const std::string& text_json) {
   const json root = json::parse(text_json, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded()) refuse("not valid JSON");
   if (!root.is_object()) refuse("the top level must be a JSON object");
-  const json& version = field(root, "dermal_format", "the description");
+  if (!root.contains("dermal_format"))
+    refuse("it has no \"dermal_format\": not a file written by a dermal converter; make one with "
+           "python3 -m dermal.convert torchvision (or keras)");
+  const json& version = root["dermal_format"];
   if (!version.is_number_integer() || version.get<std::int64_t>() != kFormatVersion)
     refuse(fmt::format("dermal_format {} is not supported (this library reads {})", version.dump(), kFormatVersion));
 

@@ -243,8 +243,9 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
   }
   if (extra[kDescriptionFile].empty())
     throw Error(ErrorCode::invalid_model,
-                fmt::format("\"{}\" has no {} description; make one with python3 -m dermal.convert torchvision (or keras)", path,
-                            kDescriptionFile));
+                fmt::format("\"{}\" has no {} description; make one with python3 -m dermal.convert torchvision "
+                            "(or keras)",
+                            path, kDescriptionFile));
   network->description = parse_description(extra[kDescriptionFile]);
   const ModelDescription& d = network->description;
   if (d.bfloat16) {
@@ -348,6 +349,13 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
     throw Error(ErrorCode::invalid_model,
                 fmt::format("the network outputs shape {} but the description lists {} labels",
                             fmt::join(logits.sizes(), "x"), d.labels.size()));
+  if (!d.resample)  // a file from before "resample": loaded, with one line saying how to get PIL's resize
+    fmt::print(stderr,
+               "dermal: warning: \"{}\" has no input.resample in its description (written before it existed), so "
+               "photos are resized with a float bilinear filter that is not PIL's Image.resize; to resize as the "
+               "app's PIL code does, export it again with python3 -m dermal.convert torchvision (or keras) "
+               "--resample FILTER\n",
+               path);
   return network;
 }
 
