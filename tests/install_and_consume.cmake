@@ -1,7 +1,10 @@
 # Installs the build into a scratch prefix, builds examples/batch against it
 # with find_package(dermal), runs dermal-batch on a folder holding the tiny
-# model's photo and a corrupt file, and checks results.csv and the overlay.
-#   cmake -DBUILD_DIR=... -DSOURCE_DIR=examples/batch -DWORK_DIR=... -DMODEL=tiny.pt -DPHOTO=tiny_input.png -P ...
+# model's photo and a corrupt file, and checks results.csv and the overlay;
+# then builds the C ABI test (tests/test_c_abi.c) with the C compiler and
+# `pkg-config --cflags --libs dermal` alone, and runs it on the model fixtures.
+#   cmake -DBUILD_DIR=... -DSOURCE_DIR=examples/batch -DWORK_DIR=... -DMODEL=tiny.pt -DPHOTO=tiny_input.png
+#         -DC_COMPILER=cc -DC_PROGRAM=tests/test_c_abi.c -P ...
 file(REMOVE_RECURSE ${WORK_DIR})
 
 # Runs a command; fails the test unless it exits with EXPECTED (default 0).
@@ -58,3 +61,21 @@ if(NOT magic STREQUAL "ffd8ff")
   message(FATAL_ERROR "${photo_stem}-gradcam.jpg is not a JPEG (starts with ${magic})")
 endif()
 message(STATUS "dermal-batch built against the installed package classified ${photo_name} and reported corrupt.jpg")
+
+# pkg-config: the installed dermal.pc is all a C build needs.
+find_program(PKG_CONFIG pkg-config REQUIRED)
+file(GLOB_RECURSE pc_files ${WORK_DIR}/prefix/*/dermal.pc)
+list(LENGTH pc_files pc_count)
+if(NOT pc_count EQUAL 1)
+  message(FATAL_ERROR "the install holds ${pc_count} dermal.pc files, not 1: ${pc_files}")
+endif()
+get_filename_component(pc_dir ${pc_files} DIRECTORY)
+run(COMMAND ${CMAKE_COMMAND} -E env PKG_CONFIG_PATH=${pc_dir} ${PKG_CONFIG} --cflags --libs dermal)
+string(STRIP "${output}" pkg_flags)
+message(STATUS "pkg-config --cflags --libs dermal: ${pkg_flags}")
+separate_arguments(pkg_flags UNIX_COMMAND "${pkg_flags}")
+get_filename_component(model_dir ${MODEL} DIRECTORY)
+run(COMMAND ${C_COMPILER} -std=c99 -Wall -Werror ${C_PROGRAM} ${pkg_flags} -o ${WORK_DIR}/test_c_abi)
+run(COMMAND ${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${pc_dir}/..
+        ${WORK_DIR}/test_c_abi ${model_dir})
+message(STATUS "a C program built with pkg-config's flags for the installed dermal passed the C ABI test")
