@@ -252,7 +252,7 @@ def main(argv=None):
         stages = stage_names(model)
         description = modelfile.make_description(
             name="dermal-demo", labels=CLASSES, width=SIZE, height=SIZE,
-            stages=stages, cam_layer=stages[-2])
+            stages=stages, cam_layer=stages[-2], resample="bilinear")  # the resize of to_uint8
         os.makedirs(args.out, exist_ok=True)
         modelfile.save(model, description, path)
         print(f"saved {path} ({os.path.getsize(path)} bytes), "
