@@ -10,6 +10,7 @@
 #include "heatmap/cam.hpp"
 #include "heatmap/render.hpp"
 #include "image/preprocess.hpp"
+#include "model/faithfulness.hpp"
 #include "model/torch_errors.hpp"
 
 namespace dermal {
@@ -41,6 +42,26 @@ std::vector<int> classes_to_explain(const PredictOptions& options, const std::ve
   return {ranking.begin(), ranking.begin() + std::min<std::size_t>(options.cam_top_k, ranking.size())};
 }
 
+// The explained class's probability for a changed input, without autograd.
+float probability_of(const Network& network, const torch::Tensor& input, int class_index) {
+  c10::InferenceMode inference;
+  const torch::Tensor logits = run_stages(network.after, run_stages(network.before, input.unsqueeze(0)));
+  return to_probabilities(logits, network.description.output)[0][class_index].item<float>();
+}
+
+// The map's Faithfulness for `class_index` (docs/cam-methods.md); `x` is the
+// normalised input (1×3×H×W) and `probability` its probability for the class.
+Faithfulness faithfulness_of(const Network& network, const torch::Tensor& x, const Heatmap& heatmap,
+                             int class_index, float probability) {
+  const torch::Tensor input = x[0];
+  const torch::Tensor map = map_at_input(heatmap, static_cast<int>(input.size(1)), static_cast<int>(input.size(2)));
+  Faithfulness f;
+  f.cam_mult_image_change = probability_of(network, input * map, class_index) - probability;
+  for (int i = 0; i < 4; ++i)
+    f.road[i] = probability_of(network, road_remove(input, map, kRoadPercents[i]), class_index) - probability;
+  return f;
+}
+
 }  // namespace
 
 Prediction predict_photo(const Network& network, const Image& photo, const PredictOptions& options, bool explain) {
@@ -51,7 +72,7 @@ Prediction predict_photo(const Network& network, const Image& photo, const Predi
     Prediction result;
     torch::Tensor x = torch::from_blob(input.data(), {1, 3, d.input_height, d.input_width});
     torch::Tensor activation, logits;
-    const bool needs_gradient = explain && options.cam_method != CamMethod::eigencam;
+    const bool needs_gradient = explain && cam_method_uses_gradient(options.cam_method);
     if (explain) {
       {
         torch::NoGradGuard no_grad;  // not InferenceMode: the activation must be able to require grad
@@ -81,7 +102,8 @@ Prediction predict_photo(const Network& network, const Image& photo, const Predi
         torch::Tensor gradient;
         if (needs_gradient) {
           const bool more_to_come = i + 1 < classes.size();
-          gradient = torch::autograd::grad({logits[0][classes[i]]}, {activation}, {}, more_to_come)[0][0];
+          const torch::Tensor score = explained_score(options.cam_method, logits[0], classes[i]);
+          gradient = torch::autograd::grad({score}, {activation}, {}, more_to_come)[0][0];
         }
         const NormalizedMap normalized = normalize_map(cam_map(options.cam_method, activation.detach()[0], gradient));
         Explanation explanation;
@@ -90,6 +112,9 @@ Prediction predict_photo(const Network& network, const Image& photo, const Predi
         explanation.cam_method = options.cam_method;
         explanation.heatmap = normalized.map;
         explanation.flat = normalized.flat;
+        if (options.faithfulness && !normalized.flat)
+          explanation.faithfulness = faithfulness_of(network, x, explanation.heatmap, classes[i],
+                                                     result.probabilities[classes[i]]);
         if (options.full_heatmap || options.overlay) {
           const PlacedHeatmap placed(explanation.heatmap, placement, photo.width, photo.height);
           if (options.full_heatmap) explanation.full_heatmap = placed.full();
