@@ -266,6 +266,10 @@ dermal_status dermal_predict_options_set_faithfulness(dermal_predict_options* op
   return guarded([&] { required(options, "options").options.faithfulness = faithfulness != 0; });
 }
 
+dermal_status dermal_predict_options_set_eigen_smooth(dermal_predict_options* options, int eigen_smooth) {
+  return guarded([&] { required(options, "options").options.eigen_smooth = eigen_smooth != 0; });
+}
+
 // ---- Model
 
 dermal_status dermal_model_open(const char* path, const dermal_load_options* options, dermal_model** model) {

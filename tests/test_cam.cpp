@@ -144,7 +144,11 @@ TEST_CASE("every CAM variant matches the reference within 1e-5", "[cam]") {
     for (const Expected& e : c.expected) {
       ++checked[e.method];
       INFO("case " << c.name << ", method " << e.method);
-      const dermal::NormalizedMap got = run(dermal::parse_cam_method(e.method), c.activation, c.gradient);
+      const std::size_t plus = e.method.find("+eigen_smooth");
+      const bool smooth = plus != std::string::npos;
+      const CamMethod method = dermal::parse_cam_method(e.method.substr(0, plus));
+      const dermal::NormalizedMap got =
+          dermal::normalize_map(dermal::cam_map(method, c.activation, c.gradient, smooth));
       REQUIRE(got.map.width == c.w);
       REQUIRE(got.map.height == c.h);
       REQUIRE(got.map.values.size() == e.values.size());
@@ -165,6 +169,10 @@ TEST_CASE("every CAM variant matches the reference within 1e-5", "[cam]") {
   for (const std::string& name : kMethodNames) {
     INFO(name);
     CHECK(checked[name] >= 7);
+  }
+  for (const char* name : {"gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "gradcamelementwise"}) {
+    INFO(name << "+eigen_smooth");
+    CHECK(checked[std::string(name) + "+eigen_smooth"] >= 3);
   }
 }
 
@@ -264,10 +272,12 @@ TEST_CASE("cam_map runs without autograd and checks shapes", "[cam]") {
         ErrorCode::invalid_argument);
   CHECK(code_of([&] { dermal::normalize_map(torch::rand({1, 4, 5})); }) ==
         ErrorCode::invalid_argument);
+  CHECK(code_of([&] { dermal::cam_map(CamMethod::ablationcam, a, g); }) == ErrorCode::invalid_argument);
 }
 
 TEST_CASE("CAM method names round-trip and unknown names are refused", "[cam]") {
-  const std::vector<std::string>& names = kMethodNames;
+  std::vector<std::string> names = kMethodNames;
+  names.push_back("ablationcam");  // its weights come from the network: tests/test_model.cpp
   for (const std::string& name : names) {
     CHECK(dermal::cam_method_name(dermal::parse_cam_method(name)) == name);
   }

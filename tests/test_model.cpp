@@ -174,7 +174,7 @@ TEST_CASE("every CAM variant equals its published formula applied in Python torc
     for (std::size_t i = 0; i < expected.size(); ++i) CHECK(cam.heatmap.values[i] == Approx(expected[i]).margin(1e-4));
     ++methods;
   }
-  CHECK(methods == 11);
+  CHECK(methods == 12);
 }
 
 TEST_CASE("faithfulness figures equal the Python reference and are absent unless asked", "[model][gradcam]") {

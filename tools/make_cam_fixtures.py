@@ -167,6 +167,33 @@ CAMS = {"gradcam": grad_cam, "gradcam++": grad_cam_pp, "xgradcam": xgrad_cam,
         "fem": fem, "kpcacam": kpca_cam}
 
 
+def smooth_terms(method, A, G):
+    """The per-channel terms T_k whose sum is the method's map (None for methods
+    that are not such a sum, or that ignore eigen_smooth in pytorch-grad-cam)."""
+    if method in ("gradcam", "finercam"):
+        w = G.mean(dim=(1, 2))
+    elif method == "gradcam++":
+        g2, g3 = G ** 2, G ** 3
+        denom = 2 * g2 + A.sum(dim=(1, 2), keepdim=True) * g3
+        w = (torch.where(denom != 0, g2 / denom, torch.zeros_like(g2)) * torch.relu(G)).sum(dim=(1, 2))
+    elif method == "xgradcam":
+        w = (A * G).sum(dim=(1, 2)) / (A.sum(dim=(1, 2)) + XGRADCAM_EPS)
+    elif method == "hirescam":
+        return G * A
+    elif method == "layercam":
+        return torch.relu(G) * A
+    elif method == "gradcamelementwise":
+        return torch.relu(G * A)
+    else:
+        return None
+    return w[:, None, None] * A
+
+
+def eigen_smoothed(method):
+    """eigen_smooth: EigenCAM of the method's terms (its sign rule against their sum)."""
+    return lambda A, G: eigen_cam(smooth_terms(method, A, G), None)
+
+
 def normalize(m):
     """ReLU, min-max to [0, 1]; (zeros, True) when flat or not finite."""
     if not torch.isfinite(m).all():
@@ -265,6 +292,16 @@ def main():
             m, flat = normalize(CAMS[method](A, G))
             check_well_conditioned(name, method, A, G, m, flat)
             lines.append(f"expect {method} {int(flat)} " + fmt(m, "%.10g"))
+        for method in METHODS:
+            if smooth_terms(method, A, G) is None:
+                continue
+            name = method + "+eigen_smooth"
+            CAMS[name] = eigen_smoothed(method)
+            if not eigen_gap("eigengradcam", smooth_terms(method, A, G), torch.ones_like(A)):
+                continue
+            m, flat = normalize(CAMS[name](A, G))
+            check_well_conditioned(name, name, A, G, m, flat)
+            lines.append(f"expect {name} {int(flat)} " + fmt(m, "%.10g"))
         lines.append("end")
     for name, c, logits32 in score_cases():
         logits = logits32.double().requires_grad_(True)

@@ -167,6 +167,23 @@ def expected_cams(model, image_path, out_path):
             gradient, = torch.autograd.grad(score, activation, retain_graph=True)
             expected, flat = make_cam_fixtures.normalize(cam(activation[0].detach().double(), gradient[0].double()))
             f.write(f"{method} {int(flat)} " + " ".join(f"{v:.8g}" for v in expected.flatten().tolist()) + "\n")
+        expected, flat = make_cam_fixtures.normalize(ablation_cam(model, activation[0].detach(), top))
+        f.write(f"ablationcam {int(flat)} " + " ".join(f"{v:.8g}" for v in expected.flatten().tolist()) + "\n")
+
+
+def ablation_cam(model, A, c):
+    """Desai & Ramaswamy (Ablation-CAM): w_k = (y_c - y_c with channel k ablated) / y_c, the
+    channel set to 0 when min(A) is 0, else to min(A) - 1e7 (pytorch-grad-cam's AblationLayer);
+    map = sum_k w_k A_k, in float64 from float32 head outputs."""
+    with torch.no_grad():
+        logit = float(model.head(A[None])[0, c])
+        value = 0.0 if float(A.min()) == 0 else float(A.min()) - 1e7
+        weights = []
+        for k in range(A.shape[0]):
+            ablated = A.clone()
+            ablated[k] = value
+            weights.append((logit - float(model.head(ablated[None])[0, c])) / logit)
+    return sum(weights[k] * A[k].double() for k in range(A.shape[0]))
 
 
 ROAD_PERCENTS = (10, 20, 50, 80)

@@ -113,13 +113,14 @@ ModelDescription parse_description(const std::string& json);
 enum class CamMethod {
   gradcam, gradcam_plus_plus, xgradcam, hirescam, layercam, eigencam,
   gradcam_elementwise, eigengradcam, finercam, fem, kpcacam,  // docs/cam-methods.md
+  ablationcam,
 };
 enum class Colormap { jet, viridis };
 enum class ImageFormat { jpeg, png };
 
 // Names as the three APIs spell them: "gradcam", "gradcam++", "xgradcam",
 // "hirescam", "layercam", "eigencam", "gradcamelementwise", "eigengradcam",
-// "finercam", "fem", "kpcacam"; "jet", "viridis"; "jpeg", "png".
+// "finercam", "fem", "kpcacam", "ablationcam"; "jet", "viridis"; "jpeg", "png".
 // parse_* throw Error(invalid_argument) listing the accepted names.
 CamMethod parse_cam_method(const std::string& name);
 const char* cam_method_name(CamMethod method);
@@ -175,6 +176,10 @@ struct PredictOptions {
   // more forwards of the whole network (one at a time) and four sparse solves
   // at the input size per explanation (docs/cam-methods.md).
   bool faithfulness = false;
+  // The map is the first principal component of the per-channel terms it
+  // sums (pytorch-grad-cam's eigen_smooth); no effect on eigencam,
+  // eigengradcam, kpcacam and fem, as there (docs/cam-methods.md).
+  bool eigen_smooth = false;
 };
 
 // Throws Error(invalid_argument) naming the first option out of range.

@@ -16,9 +16,9 @@ std::string shape_string(const torch::Tensor& t) {
   return s + "]";
 }
 
-// Σ_k w_k A_k for per-channel weights w (K).
-torch::Tensor weighted_sum(const torch::Tensor& weights, const torch::Tensor& a) {
-  return (weights.view({-1, 1, 1}) * a).sum(0);
+// The terms w_k A_k for per-channel weights w (K).
+torch::Tensor weighted_terms(const torch::Tensor& weights, const torch::Tensor& a) {
+  return weights.view({-1, 1, 1}) * a;
 }
 
 // EigenCAM: A as (H·W)×K, channels centred over positions, projected on the
@@ -67,7 +67,7 @@ torch::Tensor fem(const torch::Tensor& a) {
   const torch::Tensor mean = a.mean({1, 2}, /*keepdim=*/true);
   const torch::Tensor sigma = (a - mean).square().mean({1, 2}, /*keepdim=*/true).sqrt();
   const torch::Tensor weights = (a > mean + kFemSigmas * sigma).to(torch::kFloat).mean({1, 2});
-  return weighted_sum(weights, a);
+  return weighted_terms(weights, a).sum(0);
 }
 
 // The gradient as float32 on the activation's device, checked to match its shape.
@@ -83,7 +83,8 @@ torch::Tensor checked_gradient(const torch::Tensor& activation, const torch::Ten
 }  // namespace
 
 bool cam_method_uses_gradient(CamMethod method) {
-  return method != CamMethod::eigencam && method != CamMethod::fem && method != CamMethod::kpcacam;
+  return method != CamMethod::eigencam && method != CamMethod::fem && method != CamMethod::kpcacam &&
+         method != CamMethod::ablationcam;
 }
 
 torch::Tensor explained_score(CamMethod method, const torch::Tensor& logits, int64_t class_index) {
@@ -111,7 +112,7 @@ torch::Tensor explained_score(CamMethod method, const torch::Tensor& logits, int
 }
 
 torch::Tensor cam_map(CamMethod method, const torch::Tensor& activation,
-                      const torch::Tensor& gradient) {
+                      const torch::Tensor& gradient, bool eigen_smooth) {
   torch::NoGradGuard no_grad;
   if (!activation.defined() || activation.dim() != 3 || activation.numel() == 0) {
     throw Error(ErrorCode::invalid_argument,
@@ -121,36 +122,48 @@ torch::Tensor cam_map(CamMethod method, const torch::Tensor& activation,
   const torch::Tensor a = activation.to(torch::kFloat);
   const torch::Tensor g =
       cam_method_uses_gradient(method) ? checked_gradient(activation, gradient) : torch::Tensor();
+  // The map as a sum over channels of terms, or EigenCAM of those terms.
+  const auto summed = [eigen_smooth](const torch::Tensor& terms) {
+    return eigen_smooth ? eigen_cam(terms) : terms.sum(0);
+  };
   switch (method) {
     case CamMethod::gradcam:
     case CamMethod::finercam:  // Grad-CAM's weighting of its own score's gradient
-      return weighted_sum(g.mean({1, 2}), a);
+      return summed(weighted_terms(g.mean({1, 2}), a));
     case CamMethod::gradcam_plus_plus: {
       const torch::Tensor g2 = g * g;
       const torch::Tensor denominator = 2 * g2 + a.sum({1, 2}, /*keepdim=*/true) * g2 * g;
       const torch::Tensor alpha =
           torch::where(denominator != 0, g2 / denominator, torch::zeros_like(g2));
-      return weighted_sum((alpha * torch::relu(g)).sum({1, 2}), a);
+      return summed(weighted_terms((alpha * torch::relu(g)).sum({1, 2}), a));
     }
     case CamMethod::xgradcam:
-      return weighted_sum((a * g).sum({1, 2}) / (a.sum({1, 2}) + kXGradCamEpsilon), a);
+      return summed(weighted_terms((a * g).sum({1, 2}) / (a.sum({1, 2}) + kXGradCamEpsilon), a));
     case CamMethod::hirescam:
-      return (g * a).sum(0);
+      return summed(g * a);
     case CamMethod::layercam:
-      return (torch::relu(g) * a).sum(0);
+      return summed(torch::relu(g) * a);
     case CamMethod::eigencam:
       return eigen_cam(a);
     case CamMethod::gradcam_elementwise:
-      return torch::relu(g * a).sum(0);
+      return summed(torch::relu(g * a));
     case CamMethod::eigengradcam:
       return eigen_cam(g * a);
     case CamMethod::fem:
       return fem(a);
     case CamMethod::kpcacam:
       return kpca_cam(a);
+    case CamMethod::ablationcam:
+      throw Error(ErrorCode::invalid_argument, "ablationcam's weights come from the network, not from a formula");
   }
   throw Error(ErrorCode::invalid_argument,
               "unknown CAM method value " + std::to_string(static_cast<int>(method)));
+}
+
+torch::Tensor weighted_map(const torch::Tensor& weights, const torch::Tensor& activation, bool eigen_smooth) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor terms = weighted_terms(weights.to(torch::kFloat), activation.to(torch::kFloat));
+  return eigen_smooth ? eigen_cam(terms) : terms.sum(0);
 }
 
 NormalizedMap normalize_map(const torch::Tensor& map) {

@@ -31,7 +31,8 @@ constexpr double kFinerEpsilon = 1e-9;
 constexpr float kFlatRelativeEpsilon = 1e-6f;
 
 // Whether `method` needs the gradient of the explained score at the CAM layer
-// (false for eigencam, fem and kpcacam, which read the activation only).
+// (false for eigencam, fem and kpcacam, which read the activation only, and
+// for ablationcam, which re-runs the stages after the CAM layer instead).
 bool cam_method_uses_gradient(CamMethod method);
 
 // The scalar whose gradient `method` explains, from one image's logits (N,
@@ -55,8 +56,19 @@ torch::Tensor explained_score(CamMethod method, const torch::Tensor& logits, int
 // is positive. EigenGrad-CAM is EigenCAM of G·A (elementwise), its sign so
 // taken against S = Σ_k G_k·A_k. KPCA-CAM's sign: its entry of largest
 // magnitude (first in row-major order) is positive, as scikit-learn makes it.
+// ablationcam has no formula here (its weights need the network: see
+// ablation_weights in src/model/predict.cpp) and throws Error(invalid_argument).
+//
+// eigen_smooth: a method whose map is a sum over channels of terms T_k
+// (w_k A_k, G_k A_k, ReLU(G_k) A_k, ReLU(G_k A_k)) gives instead EigenCAM of T
+// (the sign so that it agrees with Σ_k T_k); eigencam, eigengradcam, kpcacam
+// and fem ignore it, as pytorch-grad-cam does.
 torch::Tensor cam_map(CamMethod method, const torch::Tensor& activation,
-                      const torch::Tensor& gradient);
+                      const torch::Tensor& gradient, bool eigen_smooth = false);
+
+// Σ_k w_k A_k (or with eigen_smooth, EigenCAM of the terms w_k A_k) for
+// per-channel weights w (K) and A (K×H×W), float32, no autograd.
+torch::Tensor weighted_map(const torch::Tensor& weights, const torch::Tensor& activation, bool eigen_smooth = false);
 
 struct NormalizedMap {
   Heatmap map;  // values in [0, 1]; all zeros when flat

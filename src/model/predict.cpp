@@ -42,6 +42,30 @@ std::vector<int> classes_to_explain(const PredictOptions& options, const std::ve
   return {ranking.begin(), ranking.begin() + std::min<std::size_t>(options.cam_top_k, ranking.size())};
 }
 
+// Ablation-CAM's weights w_k = (y_c − y_c^(k)) / y_c: y_c^(k) is the logit with
+// channel k of the activation (1×K×H×W) ablated, set to 0 if the activation's
+// minimum is 0, else to that minimum − 1e7 (pytorch-grad-cam's AblationLayer).
+// The ablated copies run through the stages after the CAM layer only, in
+// batches of kAblationBatch: the extra memory is that batch's activations
+// and the head's intermediates for it.
+constexpr int64_t kAblationBatch = 32;
+
+torch::Tensor ablation_weights(const Network& network, const torch::Tensor& activation, int class_index, float logit) {
+  c10::InferenceMode inference;
+  const torch::Tensor a = activation[0];
+  const int64_t channels = a.size(0);
+  const float minimum = a.min().item<float>();
+  const float ablated = minimum == 0.0f ? 0.0f : minimum - 1e7f;
+  std::vector<torch::Tensor> scores;
+  for (int64_t first = 0; first < channels; first += kAblationBatch) {
+    const int64_t n = std::min(kAblationBatch, channels - first);
+    torch::Tensor batch = a.unsqueeze(0).repeat({n, 1, 1, 1});
+    for (int64_t i = 0; i < n; ++i) batch[i][first + i].fill_(ablated);
+    scores.push_back(run_stages(network.after, batch).select(1, class_index).to(torch::kFloat));
+  }
+  return (logit - torch::cat(scores)) / logit;
+}
+
 // The explained class's probability for a changed input, without autograd.
 float probability_of(const Network& network, const torch::Tensor& input, int class_index) {
   c10::InferenceMode inference;
@@ -105,7 +129,12 @@ Prediction predict_photo(const Network& network, const Image& photo, const Predi
           const torch::Tensor score = explained_score(options.cam_method, logits[0], classes[i]);
           gradient = torch::autograd::grad({score}, {activation}, {}, more_to_come)[0][0];
         }
-        const NormalizedMap normalized = normalize_map(cam_map(options.cam_method, activation.detach()[0], gradient));
+        const NormalizedMap normalized = normalize_map(
+            options.cam_method == CamMethod::ablationcam
+                ? weighted_map(ablation_weights(network, activation.detach(), classes[i],
+                                                logits.detach()[0][classes[i]].item<float>()),
+                               activation.detach()[0], options.eigen_smooth)
+                : cam_map(options.cam_method, activation.detach()[0], gradient, options.eigen_smooth));
         Explanation explanation;
         explanation.class_index = classes[i];
         explanation.label = d.labels[classes[i]];

@@ -150,7 +150,8 @@ DERMAL_API dermal_status dermal_predict_options_set_top_k(dermal_predict_options
 /* Non-zero: compute heatmaps; 0: do not. Unset: as the load options say. */
 DERMAL_API dermal_status dermal_predict_options_set_explain(dermal_predict_options* options, int explain);
 /* "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
-   "gradcamelementwise", "eigengradcam", "finercam", "fem" or "kpcacam". */
+   "gradcamelementwise", "eigengradcam", "finercam", "fem", "kpcacam" or
+   "ablationcam". */
 DERMAL_API dermal_status dermal_predict_options_set_cam_method(dermal_predict_options* options, const char* method);
 /* Explain this label only; NULL: explain the top cam_top_k classes. */
 DERMAL_API dermal_status dermal_predict_options_set_cam_class(dermal_predict_options* options, const char* label);
@@ -173,6 +174,9 @@ DERMAL_API dermal_status dermal_predict_options_set_jpeg_quality(dermal_predict_
  * figures (dermal_result_explanation_faithfulness): five more forwards of the
  * network and four sparse solves per explanation (docs/cam-methods.md). */
 DERMAL_API dermal_status dermal_predict_options_set_faithfulness(dermal_predict_options* options, int faithfulness);
+/* Non-zero: the map is the first principal component of the per-channel terms
+ * it sums (pytorch-grad-cam's eigen_smooth; docs/cam-methods.md). */
+DERMAL_API dermal_status dermal_predict_options_set_eigen_smooth(dermal_predict_options* options, int eigen_smooth);
 
 /* ---- Model ------------------------------------------------------------ */
 

@@ -138,6 +138,8 @@ def open_library(path: str) -> Any:
     declare("dermal_predict_options_set_jpeg_quality", c_status, c_handle, c_int)
     # dermal_status dermal_predict_options_set_faithfulness(dermal_predict_options* options, int faithfulness);
     declare("dermal_predict_options_set_faithfulness", c_status, c_handle, c_int)
+    # dermal_status dermal_predict_options_set_eigen_smooth(dermal_predict_options* options, int eigen_smooth);
+    declare("dermal_predict_options_set_eigen_smooth", c_status, c_handle, c_int)
 
     # dermal_status dermal_model_open(const char* path, const dermal_load_options* options, dermal_model** model);
     declare("dermal_model_open", c_status, c_char_p, c_handle, POINTER(c_handle))

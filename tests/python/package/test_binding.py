@@ -108,7 +108,7 @@ def test_every_cam_method_equals_the_pytorch_reference(model, photo):
     """tiny_cams.txt: "method flat values..." computed by PyTorch from the published formulas (top class)."""
     with open(os.path.join(MODELS, "tiny_cams.txt")) as file:
         lines = [line.split() for line in file if line.strip()]
-    assert len(lines) == 11
+    assert len(lines) == 12
     for method, flat, *values in lines:
         [explanation] = model.predict(photo, cam_method=method, overlay=False).explanations
         assert explanation.cam_method == method and explanation.flat == (flat == "1")
