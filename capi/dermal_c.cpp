@@ -3,6 +3,8 @@
 // message: nothing C++ crosses the boundary.
 #include "dermal/dermal.h"
 
+#include <algorithm>
+#include <iterator>
 #include <new>
 #include <string>
 #include <vector>
@@ -260,6 +262,14 @@ dermal_status dermal_predict_options_set_full_heatmap(dermal_predict_options* op
   return guarded([&] { required(options, "options").options.full_heatmap = full_heatmap != 0; });
 }
 
+dermal_status dermal_predict_options_set_faithfulness(dermal_predict_options* options, int faithfulness) {
+  return guarded([&] { required(options, "options").options.faithfulness = faithfulness != 0; });
+}
+
+dermal_status dermal_predict_options_set_eigen_smooth(dermal_predict_options* options, int eigen_smooth) {
+  return guarded([&] { required(options, "options").options.eigen_smooth = eigen_smooth != 0; });
+}
+
 // ---- Model
 
 dermal_status dermal_model_open(const char* path, const dermal_load_options* options, dermal_model** model) {
@@ -418,6 +428,20 @@ dermal_status dermal_result_explanation_overlay(const dermal_result* result, siz
     const dermal::Explanation& e = explanation(result, i);
     required(bytes, "bytes") = e.overlay.empty() ? nullptr : e.overlay.data();
     required(size, "size") = e.overlay.size();
+  });
+}
+
+dermal_status dermal_result_explanation_faithfulness(const dermal_result* result, size_t i, int* present,
+                                                     float* cam_mult_image_change, float* road) {
+  return guarded([&] {
+    const dermal::Explanation& e = explanation(result, i);
+    int& is_present = required(present, "present");
+    float& change = required(cam_mult_image_change, "cam_mult_image_change");
+    float* figures = &required(road, "road");
+    is_present = e.faithfulness ? 1 : 0;
+    if (!e.faithfulness) return;
+    change = e.faithfulness->cam_mult_image_change;
+    std::copy(std::begin(e.faithfulness->road), std::end(e.faithfulness->road), figures);
   });
 }
 

@@ -19,6 +19,9 @@ constexpr Named<CamMethod> kCamMethods[] = {
     {CamMethod::gradcam, "gradcam"},   {CamMethod::gradcam_plus_plus, "gradcam++"},
     {CamMethod::xgradcam, "xgradcam"}, {CamMethod::hirescam, "hirescam"},
     {CamMethod::layercam, "layercam"}, {CamMethod::eigencam, "eigencam"},
+    {CamMethod::gradcam_elementwise, "gradcamelementwise"}, {CamMethod::eigengradcam, "eigengradcam"},
+    {CamMethod::finercam, "finercam"}, {CamMethod::fem, "fem"}, {CamMethod::kpcacam, "kpcacam"},
+    {CamMethod::ablationcam, "ablationcam"},
 };
 constexpr Named<Colormap> kColormaps[] = {{Colormap::jet, "jet"}, {Colormap::viridis, "viridis"}};
 constexpr Named<ImageFormat> kImageFormats[] = {{ImageFormat::jpeg, "jpeg"}, {ImageFormat::png, "png"}};

@@ -143,6 +143,25 @@ static void test_prediction(dermal_model* model, const unsigned char* photo, siz
   CHECK(overlay == NULL && overlay_size == 0);
   dermal_result_free(result);
 
+  /* Faithfulness figures: absent unless asked; then four ROAD figures, all probability changes. */
+  {
+    int present = -1;
+    float change = 2.0f, road[4] = {2.0f, 2.0f, 2.0f, 2.0f};
+    CHECK_STATUS(dermal_model_predict(model, photo, photo_size, options, &result), DERMAL_OK);
+    CHECK_STATUS(dermal_result_explanation_faithfulness(result, 0, &present, &change, road), DERMAL_OK);
+    CHECK(present == 0 && change == 2.0f);
+    dermal_result_free(result);
+    CHECK_STATUS(dermal_predict_options_set_faithfulness(options, 1), DERMAL_OK);
+    CHECK_STATUS(dermal_model_predict(model, photo, photo_size, options, &result), DERMAL_OK);
+    CHECK_STATUS(dermal_result_explanation_faithfulness(result, 0, &present, &change, road), DERMAL_OK);
+    CHECK(present == 1 && change >= -1.0f && change <= 1.0f);
+    for (i = 0; i < 4; ++i) CHECK(road[i] >= -1.0f && road[i] <= 1.0f);
+    CHECK_STATUS(dermal_result_explanation_faithfulness(result, 0, &present, &change, NULL), DERMAL_INVALID_ARGUMENT);
+    CHECK_STATUS(dermal_result_explanation_faithfulness(result, 1, &present, &change, road), DERMAL_INVALID_ARGUMENT);
+    CHECK_STATUS(dermal_predict_options_set_faithfulness(options, 0), DERMAL_OK);
+    dermal_result_free(result);
+  }
+
   /* Raw RGB: an 8x8 picture, packed and with padded rows. */
   {
     unsigned char rgb[8 * 8 * 3];

@@ -3,12 +3,15 @@
 // silently replaces Catch's CHECK if it is defined second.
 #include "heatmap/cam.hpp"
 
+#include <torch/csrc/autograd/autograd.h>
+
 #include "catch2.hpp"
 
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -30,6 +33,19 @@ struct CamCase {
   std::vector<Expected> expected;
 };
 
+// Finer-CAM's explained score: its value and gradient for given logits.
+struct ScoreCase {
+  std::string name;
+  int64_t class_index = 0, n = 0;
+  std::vector<float> logits;
+  double value = 0.0;
+  std::vector<double> gradient;
+};
+
+const std::vector<std::string> kMethodNames = {"gradcam",  "gradcam++", "xgradcam",           "hirescam",
+                                               "layercam", "eigencam",  "gradcamelementwise", "eigengradcam",
+                                               "finercam", "fem",       "kpcacam"};
+
 std::vector<float> parse_floats(std::istringstream& in) {
   std::vector<float> out;
   std::string token;
@@ -42,18 +58,46 @@ torch::Tensor to_tensor(const std::vector<float>& v, int64_t k, int64_t h, int64
   return torch::tensor(v).reshape({k, h, w});
 }
 
-std::vector<CamCase> load_cases() {
+struct Fixtures {
+  std::vector<CamCase> cams;
+  std::vector<ScoreCase> scores;
+};
+
+Fixtures load_fixtures() {
   std::ifstream file(std::string(DERMAL_FIXTURES) + "/cam_cases.txt");
   REQUIRE(file);
-  std::vector<CamCase> cases;
+  Fixtures fixtures;
+  std::vector<CamCase>& cases = fixtures.cams;
+  bool in_score = false;
   std::string line;
   while (std::getline(file, line)) {
     std::istringstream in(line);
     std::string tag;
     if (!(in >> tag) || tag[0] == '#' || tag == "end") continue;
     if (tag == "case") {
+      in_score = false;
       cases.emplace_back();
       in >> cases.back().name >> cases.back().k >> cases.back().h >> cases.back().w;
+      continue;
+    }
+    if (tag == "score") {
+      in_score = true;
+      fixtures.scores.emplace_back();
+      in >> fixtures.scores.back().name >> fixtures.scores.back().class_index >> fixtures.scores.back().n;
+      continue;
+    }
+    if (in_score) {
+      ScoreCase& s = fixtures.scores.back();
+      if (tag == "logits") {
+        s.logits = parse_floats(in);
+        REQUIRE(static_cast<int64_t>(s.logits.size()) == s.n);
+      } else {
+        REQUIRE(tag == "expect");
+        in >> s.value;
+        double g = 0.0;
+        while (in >> g) s.gradient.push_back(g);
+        REQUIRE(static_cast<int64_t>(s.gradient.size()) == s.n);
+      }
       continue;
     }
     REQUIRE(!cases.empty());
@@ -73,7 +117,7 @@ std::vector<CamCase> load_cases() {
       c.expected.push_back(e);
     }
   }
-  return cases;
+  return fixtures;
 }
 
 dermal::NormalizedMap run(CamMethod method, const torch::Tensor& a, const torch::Tensor& g) {
@@ -90,14 +134,21 @@ bool all_zero(const dermal::Heatmap& h) {
 }  // namespace
 
 TEST_CASE("every CAM variant matches the reference within 1e-5", "[cam]") {
-  const std::vector<CamCase> cases = load_cases();
-  REQUIRE(cases.size() >= 8);
+  const std::vector<CamCase> cases = load_fixtures().cams;
+  REQUIRE(cases.size() >= 9);
   int flat_maps = 0;
+  std::map<std::string, int> checked;  // maps compared, per method
   for (const CamCase& c : cases) {
-    REQUIRE(c.expected.size() == 6);
+    // Every method in every case, except an eigen method where the case has no eigenvalue gap.
+    CHECK(c.expected.size() >= kMethodNames.size() - 1);
     for (const Expected& e : c.expected) {
+      ++checked[e.method];
       INFO("case " << c.name << ", method " << e.method);
-      const dermal::NormalizedMap got = run(dermal::parse_cam_method(e.method), c.activation, c.gradient);
+      const std::size_t plus = e.method.find("+eigen_smooth");
+      const bool smooth = plus != std::string::npos;
+      const CamMethod method = dermal::parse_cam_method(e.method.substr(0, plus));
+      const dermal::NormalizedMap got =
+          dermal::normalize_map(dermal::cam_map(method, c.activation, c.gradient, smooth));
       REQUIRE(got.map.width == c.w);
       REQUIRE(got.map.height == c.h);
       REQUIRE(got.map.values.size() == e.values.size());
@@ -115,6 +166,33 @@ TEST_CASE("every CAM variant matches the reference within 1e-5", "[cam]") {
     }
   }
   CHECK(flat_maps > 0);
+  for (const std::string& name : kMethodNames) {
+    INFO(name);
+    CHECK(checked[name] >= 7);
+  }
+  for (const char* name : {"gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "gradcamelementwise"}) {
+    INFO(name << "+eigen_smooth");
+    CHECK(checked[std::string(name) + "+eigen_smooth"] >= 3);
+  }
+}
+
+TEST_CASE("Finer-CAM's explained score and its gradient match the reference", "[cam]") {
+  const std::vector<ScoreCase> cases = load_fixtures().scores;
+  REQUIRE(cases.size() >= 5);
+  for (const ScoreCase& s : cases) {
+    INFO("score case " << s.name);
+    const torch::Tensor logits = torch::tensor(s.logits).requires_grad_();
+    const torch::Tensor value = dermal::explained_score(CamMethod::finercam, logits, s.class_index);
+    const torch::Tensor gradient = torch::autograd::grad({value}, {logits})[0];
+    CHECK(value.item<double>() == Approx(s.value).margin(1e-5));
+    for (int64_t j = 0; j < s.n; ++j) {
+      INFO("logit " << j);
+      CHECK(gradient[j].item<double>() == Approx(s.gradient[j]).margin(1e-5));
+    }
+  }
+  // Every other method explains the class's own logit.
+  const torch::Tensor logits = torch::tensor({0.5f, -1.0f, 2.0f});
+  CHECK(dermal::explained_score(CamMethod::hirescam, logits, 1).item<float>() == -1.0f);
 }
 
 TEST_CASE("maps with NaN or Inf come back flat and all zero", "[cam]") {
@@ -162,16 +240,18 @@ TEST_CASE("a per-channel constant gradient makes Grad-CAM equal HiResCAM", "[cam
 TEST_CASE("cam_map runs without autograd and checks shapes", "[cam]") {
   const torch::Tensor a = torch::rand({3, 4, 5}).requires_grad_();
   const torch::Tensor g = torch::randn({3, 4, 5});
-  for (CamMethod method : {CamMethod::gradcam, CamMethod::gradcam_plus_plus, CamMethod::xgradcam,
-                           CamMethod::hirescam, CamMethod::layercam, CamMethod::eigencam}) {
-    INFO(dermal::cam_method_name(method));
+  for (const std::string& name : kMethodNames) {
+    const CamMethod method = dermal::parse_cam_method(name);
+    INFO(name);
     const torch::Tensor m = dermal::cam_map(method, a, g);
     CHECK(m.sizes() == torch::IntArrayRef({4, 5}));
     CHECK(m.scalar_type() == torch::kFloat);
     CHECK_FALSE(m.requires_grad());
   }
-  CHECK(dermal::cam_map(CamMethod::eigencam, a, torch::Tensor()).sizes() ==
-        torch::IntArrayRef({4, 5}));
+  for (CamMethod method : {CamMethod::eigencam, CamMethod::fem, CamMethod::kpcacam}) {
+    CHECK_FALSE(dermal::cam_method_uses_gradient(method));
+    CHECK(dermal::cam_map(method, a, torch::Tensor()).sizes() == torch::IntArrayRef({4, 5}));
+  }
 
   auto code_of = [](auto&& call) {
     try {
@@ -192,11 +272,12 @@ TEST_CASE("cam_map runs without autograd and checks shapes", "[cam]") {
         ErrorCode::invalid_argument);
   CHECK(code_of([&] { dermal::normalize_map(torch::rand({1, 4, 5})); }) ==
         ErrorCode::invalid_argument);
+  CHECK(code_of([&] { dermal::cam_map(CamMethod::ablationcam, a, g); }) == ErrorCode::invalid_argument);
 }
 
 TEST_CASE("CAM method names round-trip and unknown names are refused", "[cam]") {
-  const std::vector<std::string> names = {"gradcam",  "gradcam++", "xgradcam",
-                                          "hirescam", "layercam",  "eigencam"};
+  std::vector<std::string> names = kMethodNames;
+  names.push_back("ablationcam");  // its weights come from the network: tests/test_model.cpp
   for (const std::string& name : names) {
     CHECK(dermal::cam_method_name(dermal::parse_cam_method(name)) == name);
   }

@@ -174,7 +174,37 @@ TEST_CASE("every CAM variant equals its published formula applied in Python torc
     for (std::size_t i = 0; i < expected.size(); ++i) CHECK(cam.heatmap.values[i] == Approx(expected[i]).margin(1e-4));
     ++methods;
   }
-  CHECK(methods == 6);
+  CHECK(methods == 12);
+}
+
+TEST_CASE("faithfulness figures equal the Python reference and are absent unless asked", "[model][gradcam]") {
+  // tiny_faithfulness.txt: "method cam_mult_image_change road10 road20 road50 road80" (top class).
+  std::ifstream file(kModels + "/tiny_faithfulness.txt");
+  REQUIRE(file);
+  dermal::Model model(kModels + "/tiny.pt");
+  const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
+  int methods = 0;
+  for (std::string line; std::getline(file, line);) {
+    std::istringstream fields(line);
+    std::string method;
+    float change = 0.0f;
+    fields >> method >> change;
+    std::vector<float> road;
+    for (float v; fields >> v;) road.push_back(v);
+    REQUIRE(road.size() == 4);
+    INFO(method);
+    dermal::PredictOptions options = with_gradcam();
+    options.cam_method = dermal::parse_cam_method(method);
+    CHECK_FALSE(model.predict(photo.data(), photo.size(), options).explanations.at(0).faithfulness);
+    options.faithfulness = true;
+    const dermal::Explanation cam = model.predict(photo.data(), photo.size(), options).explanations.at(0);
+    REQUIRE(cam.faithfulness);
+    // The tiny random model's probabilities move by ~1e-4: compared to 2e-6, not the maps' 1e-4.
+    CHECK(cam.faithfulness->cam_mult_image_change == Approx(change).margin(2e-6));
+    for (int i = 0; i < 4; ++i) CHECK(cam.faithfulness->road[i] == Approx(road[i]).margin(2e-6));
+    ++methods;
+  }
+  CHECK(methods >= 3);
 }
 
 TEST_CASE("the CAM layer sets the map's resolution and unknown layers are refused", "[model][gradcam]") {

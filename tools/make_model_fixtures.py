@@ -163,11 +163,103 @@ def expected_cams(model, image_path, out_path):
     activation = model.features(model_input(image_path)).detach().requires_grad_(True)
     logits = model.head(activation)
     top = int(logits.argmax())
-    gradient, = torch.autograd.grad(logits[0, top], activation)
     with open(out_path, "w") as f:
         for method, cam in make_cam_fixtures.CAMS.items():
+            score = make_cam_fixtures.finer_score(logits[0], top) if method == "finercam" else logits[0, top]
+            gradient, = torch.autograd.grad(score, activation, retain_graph=True)
             expected, flat = make_cam_fixtures.normalize(cam(activation[0].detach().double(), gradient[0].double()))
             f.write(f"{method} {int(flat)} " + " ".join(f"{v:.8g}" for v in expected.flatten().tolist()) + "\n")
+        expected, flat = make_cam_fixtures.normalize(ablation_cam(model, activation[0].detach(), top))
+        f.write(f"ablationcam {int(flat)} " + " ".join(f"{v:.8g}" for v in expected.flatten().tolist()) + "\n")
+
+
+def ablation_cam(model, A, c):
+    """Desai & Ramaswamy (Ablation-CAM): w_k = (y_c - y_c with channel k ablated) / y_c, the
+    channel set to 0 when min(A) is 0, else to min(A) - 1e7 (pytorch-grad-cam's AblationLayer);
+    map = sum_k w_k A_k, in float64 from float32 head outputs."""
+    with torch.no_grad():
+        logit = float(model.head(A[None])[0, c])
+        value = 0.0 if float(A.min()) == 0 else float(A.min()) - 1e7
+        weights = []
+        for k in range(A.shape[0]):
+            ablated = A.clone()
+            ablated[k] = value
+            weights.append((logit - float(model.head(ablated[None])[0, c])) / logit)
+    return sum(weights[k] * A[k].double() for k in range(A.shape[0]))
+
+
+ROAD_PERCENTS = (10, 20, 50, 80)
+# ROAD's imputation: a removed pixel is the weighted mean of its in-picture neighbours.
+ROAD_NEIGHBOURS = [((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12),
+                   ((0, -1), 1 / 6), ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6)]
+FAITHFULNESS_METHODS = ["gradcam", "hirescam", "layercam", "fem", "kpcacam"]
+
+
+def map_at_input(cam, height, width):
+    """The map stretched bilinearly (half-pixel centres) and min-max scaled again (float32)."""
+    m = torch.nn.functional.interpolate(cam.float()[None, None], size=(height, width), mode="bilinear",
+                                        align_corners=False)[0, 0]
+    lo, hi = float(m.min()), float(m.max())
+    return (m - lo) / (hi - lo) if hi > lo else torch.zeros_like(m)
+
+
+def road_remove(x, m, percent):
+    """Rong, Leemann et al.'s ROAD without noise: pixels with m >= the (100 - percent)-th
+    percentile removed; each removed pixel = weighted mean of its neighbours, a dense
+    linear system per channel solved in float64."""
+    threshold = np.percentile(m.numpy(), 100 - percent)
+    removed = ~(m.numpy() < threshold)
+    H, W = removed.shape
+    if removed.all():
+        return torch.zeros_like(x)
+    # A pixel within 2e-6 of the threshold could fall on the other side in float32 C++.
+    margin = np.abs(m.numpy() - threshold)
+    assert margin[margin > 0].min() > 2e-6, ("ROAD threshold too close to a pixel", percent, margin[margin > 0].min(), (margin == 0).sum())
+    index = -np.ones((H, W), dtype=np.int64)
+    cells = np.argwhere(removed)
+    index[removed] = np.arange(len(cells))
+    n = len(cells)
+    system = torch.zeros(n, n, dtype=torch.float64)
+    rhs = torch.zeros(n, x.shape[0], dtype=torch.float64)
+    for i, (y, xx) in enumerate(cells):
+        for (dy, dx), weight in ROAD_NEIGHBOURS:
+            ny, nx = y + dy, xx + dx
+            if not (0 <= ny < H and 0 <= nx < W):
+                continue
+            system[i, i] += weight
+            if removed[ny, nx]:
+                system[i, index[ny, nx]] -= weight
+            else:
+                rhs[i] += weight * x[:, ny, nx].double()
+    solution = torch.linalg.solve(system, rhs)
+    out = x.clone()
+    for i, (y, xx) in enumerate(cells):
+        out[:, y, xx] = solution[i].float()
+    return out
+
+
+def expected_faithfulness(model, image_path, out_path):
+    """Per method (top class): p(x * M) - p(x), then ROAD at 10/20/50/80 % removed."""
+    x = model_input(image_path)
+    activation = model.features(x).detach().requires_grad_(True)
+    logits = model.head(activation)
+    top = int(logits.argmax())
+    gradient, = torch.autograd.grad(logits[0, top], activation)
+
+    def probability(image):
+        with torch.no_grad():
+            return float(torch.softmax(model(image[None]), 1)[0, top])
+
+    before = probability(x[0])
+    with open(out_path, "w") as f:
+        for method in FAITHFULNESS_METHODS:
+            cam, flat = make_cam_fixtures.normalize(
+                make_cam_fixtures.CAMS[method](activation[0].detach().double(), gradient[0].double()))
+            assert not flat, method
+            m = map_at_input(cam, HEIGHT, WIDTH)
+            figures = [probability(x[0] * m) - before]
+            figures += [probability(road_remove(x[0], m, percent)) - before for percent in ROAD_PERCENTS]
+            f.write(method + " " + " ".join(f"{v:.8g}" for v in figures) + "\n")
 
 
 def main(out):
@@ -182,6 +274,7 @@ def main(out):
     modelfile.save(model, description(), out / "tiny.pt")
     expected_outputs(model, out / "tiny_input.png", out / "tiny_expected.txt")
     expected_cams(model, out / "tiny_input.png", out / "tiny_cams.txt")
+    expected_faithfulness(model, out / "tiny_input.png", out / "tiny_faithfulness.txt")
 
     save_unchecked(model, None, out / "no_description.pt")
     save_unchecked(model, description(labels=["a", "b", "c"]), out / "wrong_labels.pt")

@@ -26,10 +26,15 @@ options:
   --threads N       intra-op threads (default 1)
   --json            print JSON instead of text
   --heatmap PATH    write a Grad-CAM overlay (.jpg or .png); one image only
-  --cam-method M    gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam
+  --cam-method M    gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam,
+                    gradcamelementwise, eigengradcam, finercam, fem, kpcacam,
+                    ablationcam
   --class LABEL     explain this class instead of the top one
   --layer NAME      CAM layer (default: the model's own)
   --colormap NAME   jet or viridis (default jet)
+  --faithfulness    with --heatmap: the map's faithfulness figures (changes of
+                    the class's probability; docs/cam-methods.md)
+  --eigen-smooth    the map's first principal component (docs/cam-methods.md)
   --stats           print load time, per-image latency and peak memory to stderr
   -h, --help        this text
 )";
@@ -45,6 +50,8 @@ struct Arguments {
   std::string cam_class;
   std::string layer;
   std::string colormap = "jet";
+  bool faithfulness = false;
+  bool eigen_smooth = false;
   std::vector<std::string> images;
 };
 
@@ -83,11 +90,14 @@ Arguments parse_arguments(int argc, char** argv) {
     else if (flag == "--class") args.cam_class = value();
     else if (flag == "--layer") args.layer = value();
     else if (flag == "--colormap") args.colormap = value();
+    else if (flag == "--faithfulness") args.faithfulness = true;
+    else if (flag == "--eigen-smooth") args.eigen_smooth = true;
     else if (flag.rfind("-", 0) == 0 && flag.size() > 1) throw UsageError(fmt::format("unknown option {}", flag));
     else args.images.push_back(flag);
   }
   if (args.images.empty()) throw UsageError("no image given");
   if (!args.heatmap.empty() && args.images.size() > 1) throw UsageError("--heatmap takes one image only");
+  if (args.faithfulness && args.heatmap.empty()) throw UsageError("--faithfulness needs --heatmap");
   return args;
 }
 
@@ -123,6 +133,8 @@ int run(const Arguments& args) {
   options.cam_method = dermal::parse_cam_method(args.cam_method);
   options.colormap = dermal::parse_colormap(args.colormap);
   if (!args.cam_class.empty()) options.cam_class = args.cam_class;
+  options.faithfulness = args.faithfulness;
+  options.eigen_smooth = args.eigen_smooth;
   options.overlay_format = ends_with(args.heatmap, ".png") ? dermal::ImageFormat::png : dermal::ImageFormat::jpeg;
 
   const auto load_start = std::chrono::steady_clock::now();
@@ -146,6 +158,12 @@ int run(const Arguments& args) {
         write_file(args.heatmap, cam.overlay);
         entry["heatmap"] = {{"path", args.heatmap}, {"label", cam.label}, {"cam_method", dermal::cam_method_name(cam.cam_method)},
                             {"flat", cam.flat}};
+        if (cam.faithfulness) {
+          nlohmann::json road = nlohmann::json::object();
+          for (int i = 0; i < 4; ++i) road[std::to_string(dermal::kRoadPercents[i])] = cam.faithfulness->road[i];
+          entry["heatmap"]["faithfulness"] = {{"cam_mult_image_change", cam.faithfulness->cam_mult_image_change},
+                                              {"road", road}};
+        }
       }
     } catch (const dermal::Error& e) {
       ++failures;
@@ -163,6 +181,14 @@ int run(const Arguments& args) {
                     100.0 * score["probability"].get<double>());
       if (heatmap) std::printf("  heatmap (%s, %s): %s\n", entry["heatmap"]["cam_method"].get<std::string>().c_str(),
                                entry["heatmap"]["label"].get<std::string>().c_str(), args.heatmap.c_str());
+      if (heatmap && entry["heatmap"].contains("faithfulness")) {
+        const auto& f = entry["heatmap"]["faithfulness"];
+        std::printf("  faithfulness: probability change %+.4f with the photo x map; ROAD",
+                    f["cam_mult_image_change"].get<double>());
+        for (const auto& [percent, change] : f["road"].items())
+          std::printf(" %s%% %+.4f", percent.c_str(), change.get<double>());
+        std::printf("\n");
+      }
     }
     results.push_back(entry);
   }

@@ -110,12 +110,17 @@ struct ModelDescription {
 // Parses and validates a description; throws Error(invalid_model) naming the field.
 ModelDescription parse_description(const std::string& json);
 
-enum class CamMethod { gradcam, gradcam_plus_plus, xgradcam, hirescam, layercam, eigencam };
+enum class CamMethod {
+  gradcam, gradcam_plus_plus, xgradcam, hirescam, layercam, eigencam,
+  gradcam_elementwise, eigengradcam, finercam, fem, kpcacam,  // docs/cam-methods.md
+  ablationcam,
+};
 enum class Colormap { jet, viridis };
 enum class ImageFormat { jpeg, png };
 
 // Names as the three APIs spell them: "gradcam", "gradcam++", "xgradcam",
-// "hirescam", "layercam", "eigencam"; "jet", "viridis"; "jpeg", "png".
+// "hirescam", "layercam", "eigencam", "gradcamelementwise", "eigengradcam",
+// "finercam", "fem", "kpcacam", "ablationcam"; "jet", "viridis"; "jpeg", "png".
 // parse_* throw Error(invalid_argument) listing the accepted names.
 CamMethod parse_cam_method(const std::string& name);
 const char* cam_method_name(CamMethod method);
@@ -167,6 +172,14 @@ struct PredictOptions {
   ImageFormat overlay_format = ImageFormat::jpeg;
   float overlay_alpha = 0.45f;           // heatmap weight in the blend, 0..1
   int jpeg_quality = 90;                 // 1..100
+  // Each explanation whose map is not flat also gets its Faithfulness: five
+  // more forwards of the whole network (one at a time) and four sparse solves
+  // at the input size per explanation (docs/cam-methods.md).
+  bool faithfulness = false;
+  // The map is the first principal component of the per-channel terms it
+  // sums (pytorch-grad-cam's eigen_smooth); no effect on eigencam,
+  // eigengradcam, kpcacam and fem, as there (docs/cam-methods.md).
+  bool eigen_smooth = false;
 };
 
 // Throws Error(invalid_argument) naming the first option out of range.
@@ -186,6 +199,19 @@ struct Heatmap {
   std::vector<float> values;  // row-major, width * height
 };
 
+// The removed shares of ROAD's figures, in percent of the input's pixels.
+constexpr int kRoadPercents[4] = {10, 20, 50, 80};
+
+// How the explained class's probability p moves when the photo is changed
+// where the map points (docs/cam-methods.md): scores about a map, not a diagnosis.
+struct Faithfulness {
+  // p(input x map) - p(input): pytorch-grad-cam's CAM-mult-image confidence change.
+  float cam_mult_image_change = 0.0f;
+  // ROAD, most relevant first: p(input with the kRoadPercents[i] % most
+  // important pixels removed and imputed from their neighbours) - p(input).
+  float road[4] = {0, 0, 0, 0};
+};
+
 struct Explanation {
   int class_index = 0;
   std::string label;
@@ -194,6 +220,7 @@ struct Explanation {
   Heatmap full_heatmap;  // at the photo's size, zero outside the part the model saw; empty unless asked
   bool flat = false;     // the map had no contrast (or was not finite): all zeros
   std::vector<std::uint8_t> overlay;  // encoded photo + heatmap, if asked
+  std::optional<Faithfulness> faithfulness;  // if asked and the map is not flat
 };
 
 struct Prediction {

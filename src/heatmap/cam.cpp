@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 namespace dermal {
 namespace {
@@ -14,9 +16,9 @@ std::string shape_string(const torch::Tensor& t) {
   return s + "]";
 }
 
-// Σ_k w_k A_k for per-channel weights w (K).
-torch::Tensor weighted_sum(const torch::Tensor& weights, const torch::Tensor& a) {
-  return (weights.view({-1, 1, 1}) * a).sum(0);
+// The terms w_k A_k for per-channel weights w (K).
+torch::Tensor weighted_terms(const torch::Tensor& weights, const torch::Tensor& a) {
+  return weights.view({-1, 1, 1}) * a;
 }
 
 // EigenCAM: A as (H·W)×K, channels centred over positions, projected on the
@@ -37,6 +39,37 @@ torch::Tensor eigen_cam(const torch::Tensor& a) {
   return (flip ? -p : p).reshape({h, w});
 }
 
+// KPCA-CAM: kernel PCA (one component) of A as (H·W)×K, channels centred over
+// positions, with scikit-learn's default sigmoid kernel tanh(x·y / K + 1); the
+// centred kernel's leading eigenvector scaled by √λ (all zeros when λ is at
+// most kKpcaFlatEigenvalue·H·W). In float64:
+// the kernel's eigenvector is sensitive where the eigenvalues lie close.
+torch::Tensor kpca_cam(const torch::Tensor& a) {
+  const int64_t k = a.size(0), h = a.size(1), w = a.size(2);
+  if (!torch::isfinite(a).all().item<bool>()) {
+    return torch::full({h, w}, std::numeric_limits<float>::quiet_NaN(), a.options());
+  }
+  torch::Tensor x = a.to(torch::kDouble).reshape({k, h * w}).t();
+  x = x - x.mean(0, /*keepdim=*/true);
+  torch::Tensor kernel = torch::tanh(x.matmul(x.t()) / static_cast<double>(k) + 1.0);
+  kernel = kernel - kernel.mean(0, true) - kernel.mean(1, true) + kernel.mean();
+  auto [values, vectors] = at::linalg_eigh(kernel);  // ascending
+  const double lambda = values[-1].item<double>();
+  if (!(lambda > kKpcaFlatEigenvalue * static_cast<double>(h * w))) return torch::zeros({h, w}, a.options());
+  torch::Tensor v = vectors.select(1, h * w - 1);
+  if (v[v.abs().argmax().item<int64_t>()].item<double>() < 0.0) v = -v;
+  return (v * std::sqrt(lambda)).to(torch::kFloat).reshape({h, w});
+}
+
+// FEM: w_k = the fraction of positions where A_k > mean(A_k) + kFemSigmas·σ(A_k)
+// (σ over positions, population); map = Σ_k w_k A_k.
+torch::Tensor fem(const torch::Tensor& a) {
+  const torch::Tensor mean = a.mean({1, 2}, /*keepdim=*/true);
+  const torch::Tensor sigma = (a - mean).square().mean({1, 2}, /*keepdim=*/true).sqrt();
+  const torch::Tensor weights = (a > mean + kFemSigmas * sigma).to(torch::kFloat).mean({1, 2});
+  return weighted_terms(weights, a).sum(0);
+}
+
 // The gradient as float32 on the activation's device, checked to match its shape.
 torch::Tensor checked_gradient(const torch::Tensor& activation, const torch::Tensor& gradient) {
   if (!gradient.defined() || gradient.sizes() != activation.sizes()) {
@@ -49,8 +82,37 @@ torch::Tensor checked_gradient(const torch::Tensor& activation, const torch::Ten
 
 }  // namespace
 
+bool cam_method_uses_gradient(CamMethod method) {
+  return method != CamMethod::eigencam && method != CamMethod::fem && method != CamMethod::kpcacam &&
+         method != CamMethod::ablationcam;
+}
+
+torch::Tensor explained_score(CamMethod method, const torch::Tensor& logits, int64_t class_index) {
+  if (method != CamMethod::finercam) return logits[class_index];
+  std::vector<int64_t> others;
+  std::vector<float> distance;
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor d = (logits.detach() - logits.detach()[class_index]).abs().to(torch::kFloat).contiguous();
+    distance.assign(d.data_ptr<float>(), d.data_ptr<float>() + d.numel());
+  }
+  for (int64_t j = 0; j < static_cast<int64_t>(distance.size()); ++j)
+    if (j != class_index) others.push_back(j);
+  std::stable_sort(others.begin(), others.end(), [&](int64_t i, int64_t j) { return distance[i] < distance[j]; });
+  others.resize(std::min<std::size_t>(others.size(), kFinerComparisons));
+  if (others.empty()) return logits[class_index] * 0.0;  // nothing to compare with: 0, gradient 0
+  const torch::Tensor p = torch::softmax(logits, 0);
+  torch::Tensor numerator = torch::zeros({}, logits.options());
+  torch::Tensor denominator = torch::zeros({}, logits.options());
+  for (int64_t j : others) {
+    numerator = numerator + p[j] * (logits[class_index] - logits[j]);
+    denominator = denominator + p[j];
+  }
+  return numerator / (denominator + kFinerEpsilon);
+}
+
 torch::Tensor cam_map(CamMethod method, const torch::Tensor& activation,
-                      const torch::Tensor& gradient) {
+                      const torch::Tensor& gradient, bool eigen_smooth) {
   torch::NoGradGuard no_grad;
   if (!activation.defined() || activation.dim() != 3 || activation.numel() == 0) {
     throw Error(ErrorCode::invalid_argument,
@@ -58,29 +120,50 @@ torch::Tensor cam_map(CamMethod method, const torch::Tensor& activation,
                     (activation.defined() ? shape_string(activation) : std::string("none")));
   }
   const torch::Tensor a = activation.to(torch::kFloat);
-  const torch::Tensor g = method == CamMethod::eigencam ? torch::Tensor()
-                                                        : checked_gradient(activation, gradient);
+  const torch::Tensor g =
+      cam_method_uses_gradient(method) ? checked_gradient(activation, gradient) : torch::Tensor();
+  // The map as a sum over channels of terms, or EigenCAM of those terms.
+  const auto summed = [eigen_smooth](const torch::Tensor& terms) {
+    return eigen_smooth ? eigen_cam(terms) : terms.sum(0);
+  };
   switch (method) {
     case CamMethod::gradcam:
-      return weighted_sum(g.mean({1, 2}), a);
+    case CamMethod::finercam:  // Grad-CAM's weighting of its own score's gradient
+      return summed(weighted_terms(g.mean({1, 2}), a));
     case CamMethod::gradcam_plus_plus: {
       const torch::Tensor g2 = g * g;
       const torch::Tensor denominator = 2 * g2 + a.sum({1, 2}, /*keepdim=*/true) * g2 * g;
       const torch::Tensor alpha =
           torch::where(denominator != 0, g2 / denominator, torch::zeros_like(g2));
-      return weighted_sum((alpha * torch::relu(g)).sum({1, 2}), a);
+      return summed(weighted_terms((alpha * torch::relu(g)).sum({1, 2}), a));
     }
     case CamMethod::xgradcam:
-      return weighted_sum((a * g).sum({1, 2}) / (a.sum({1, 2}) + kXGradCamEpsilon), a);
+      return summed(weighted_terms((a * g).sum({1, 2}) / (a.sum({1, 2}) + kXGradCamEpsilon), a));
     case CamMethod::hirescam:
-      return (g * a).sum(0);
+      return summed(g * a);
     case CamMethod::layercam:
-      return (torch::relu(g) * a).sum(0);
+      return summed(torch::relu(g) * a);
     case CamMethod::eigencam:
       return eigen_cam(a);
+    case CamMethod::gradcam_elementwise:
+      return summed(torch::relu(g * a));
+    case CamMethod::eigengradcam:
+      return eigen_cam(g * a);
+    case CamMethod::fem:
+      return fem(a);
+    case CamMethod::kpcacam:
+      return kpca_cam(a);
+    case CamMethod::ablationcam:
+      throw Error(ErrorCode::invalid_argument, "ablationcam's weights come from the network, not from a formula");
   }
   throw Error(ErrorCode::invalid_argument,
               "unknown CAM method value " + std::to_string(static_cast<int>(method)));
+}
+
+torch::Tensor weighted_map(const torch::Tensor& weights, const torch::Tensor& activation, bool eigen_smooth) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor terms = weighted_terms(weights.to(torch::kFloat), activation.to(torch::kFloat));
+  return eigen_smooth ? eigen_cam(terms) : terms.sum(0);
 }
 
 NormalizedMap normalize_map(const torch::Tensor& map) {

@@ -149,7 +149,9 @@ DERMAL_API void dermal_predict_options_free(dermal_predict_options* options);
 DERMAL_API dermal_status dermal_predict_options_set_top_k(dermal_predict_options* options, int top_k);
 /* Non-zero: compute heatmaps; 0: do not. Unset: as the load options say. */
 DERMAL_API dermal_status dermal_predict_options_set_explain(dermal_predict_options* options, int explain);
-/* "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam" or "eigencam". */
+/* "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
+   "gradcamelementwise", "eigengradcam", "finercam", "fem", "kpcacam" or
+   "ablationcam". */
 DERMAL_API dermal_status dermal_predict_options_set_cam_method(dermal_predict_options* options, const char* method);
 /* Explain this label only; NULL: explain the top cam_top_k classes. */
 DERMAL_API dermal_status dermal_predict_options_set_cam_class(dermal_predict_options* options, const char* label);
@@ -168,6 +170,13 @@ DERMAL_API dermal_status dermal_predict_options_set_overlay_format(dermal_predic
 DERMAL_API dermal_status dermal_predict_options_set_overlay_alpha(dermal_predict_options* options, float alpha);
 /* JPEG overlay quality, 1..100. */
 DERMAL_API dermal_status dermal_predict_options_set_jpeg_quality(dermal_predict_options* options, int quality);
+/* Non-zero: each explanation whose map is not flat also gets its faithfulness
+ * figures (dermal_result_explanation_faithfulness): five more forwards of the
+ * network and four sparse solves per explanation (docs/cam-methods.md). */
+DERMAL_API dermal_status dermal_predict_options_set_faithfulness(dermal_predict_options* options, int faithfulness);
+/* Non-zero: the map is the first principal component of the per-channel terms
+ * it sums (pytorch-grad-cam's eigen_smooth; docs/cam-methods.md). */
+DERMAL_API dermal_status dermal_predict_options_set_eigen_smooth(dermal_predict_options* options, int eigen_smooth);
 
 /* ---- Model ------------------------------------------------------------ */
 
@@ -228,6 +237,14 @@ DERMAL_API dermal_status dermal_result_explanation_full_heatmap(const dermal_res
  * overlays were switched off. */
 DERMAL_API dermal_status dermal_result_explanation_overlay(const dermal_result* result, size_t i,
                                                            const uint8_t** bytes, size_t* size);
+/* The map's faithfulness figures: changes of the explained class's probability
+ * (model scores about the map, not a diagnosis). *present is 1 and the figures
+ * are set when they were asked and the map is not flat, else 0 (and the
+ * figures are left alone). cam_mult_image_change: with the input multiplied by
+ * the map; road: 4 floats, with the 10, 20, 50 and 80 % most important pixels
+ * removed (ROAD). */
+DERMAL_API dermal_status dermal_result_explanation_faithfulness(const dermal_result* result, size_t i, int* present,
+                                                                float* cam_mult_image_change, float* road);
 
 #ifdef __cplusplus
 }

@@ -36,7 +36,7 @@ __version__ = "0.2.0"
 
 __all__ = [
     "__version__", "ABI_VERSION", "library_version", "memory_status", "MemoryStatus",
-    "Model", "Result", "ClassScore", "Explanation",
+    "Model", "Result", "ClassScore", "Explanation", "Faithfulness",
     "DermalError", "InvalidArgument", "FileError", "InvalidImage", "UnsupportedImage", "ImageTooLarge",
     "InvalidModel", "ModelNotLoaded", "UnknownLayer", "UnknownClass", "OutOfMemory", "InternalError",
     "ExplainDisabled", "Busy",
@@ -168,6 +168,21 @@ class ClassScore(NamedTuple):
     probability: float
 
 
+ROAD_PERCENTS = (10, 20, 50, 80)
+
+
+@dataclasses.dataclass(frozen=True)
+class Faithfulness:
+    """How the explained class's probability moves when the photo is changed
+    where the map points (docs/cam-methods.md); model scores about the map,
+    not a diagnosis. cam_mult_image_change: p(input x map) - p(input); road:
+    percent removed (10, 20, 50, 80) -> p(input with that share of the most
+    important pixels removed, ROAD) - p(input)."""
+
+    cam_mult_image_change: float
+    road: Dict[int, float]
+
+
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Explanation:
     """One class activation map. heatmap: at the CAM layer's resolution;
@@ -175,7 +190,8 @@ class Explanation:
     None unless predict(full_heatmap=True). Both are float32 (height, width)
     arrays with values in [0, 1], 0 and 1 both present unless flat (the map
     had no contrast and is all zeros). overlay: the encoded photo + heatmap,
-    None with predict(overlay=False)."""
+    None with predict(overlay=False). faithfulness: with
+    predict(faithfulness=True) and a map that is not flat, else None."""
 
     label: str
     index: int
@@ -184,6 +200,7 @@ class Explanation:
     heatmap: numpy.ndarray
     full_heatmap: Optional[numpy.ndarray]
     overlay: Optional[bytes]
+    faithfulness: Optional[Faithfulness] = None
 
     def __repr__(self) -> str:
         return (f"<dermal.Explanation {self.label!r} {self.cam_method} flat={self.flat} "
@@ -221,10 +238,13 @@ def _explanation(result: c_void_p, position: int) -> Explanation:
     lib.dermal_result_explanation_overlay(result, position, byref(overlay), byref(size))
     heatmap = _float_map(result, lib.dermal_result_explanation_heatmap, position)
     assert heatmap is not None, "the C library returned an explanation without a heatmap"
+    present, change, road = c_int(), c_float(), (c_float * len(ROAD_PERCENTS))()
+    lib.dermal_result_explanation_faithfulness(result, position, byref(present), byref(change), road)
+    faithfulness = Faithfulness(change.value, dict(zip(ROAD_PERCENTS, road))) if present.value else None
     return Explanation(
         label=label.value.decode(), index=index.value, cam_method=method.value.decode(), flat=bool(flat.value),
         heatmap=heatmap, full_heatmap=_float_map(result, lib.dermal_result_explanation_full_heatmap, position),
-        overlay=ctypes.string_at(overlay.value, size.value) if size.value else None)
+        overlay=ctypes.string_at(overlay.value, size.value) if size.value else None, faithfulness=faithfulness)
 
 
 def _result(result: c_void_p, labels: Tuple[str, ...]) -> Result:
@@ -345,7 +365,8 @@ class Model:
     def predict(self, image: Photo, *, top_k: int = 3, explain: Optional[bool] = None,
                 cam_method: str = "gradcam", cam_class: Optional[str] = None, cam_top_k: int = 1,
                 overlay: bool = True, full_heatmap: bool = False, colormap: str = "jet",
-                overlay_format: str = "jpeg", overlay_alpha: float = 0.45, jpeg_quality: int = 90) -> Result:
+                overlay_format: str = "jpeg", overlay_alpha: float = 0.45, jpeg_quality: int = 90,
+                faithfulness: bool = False, eigen_smooth: bool = False) -> Result:
         """Classifies a photo and, unless explain is False, explains it.
 
         image is one of: the encoded photo (JPEG, PNG or BMP) as bytes,
@@ -358,19 +379,24 @@ class Model:
 
         top_k classes are listed. explain=None follows the model's explain;
         cam_method is "gradcam", "gradcam++", "xgradcam", "hirescam",
-        "layercam" or "eigencam"; cam_class explains that label, else the
+        "layercam", "eigencam", "gradcamelementwise", "eigengradcam",
+        "finercam", "fem", "kpcacam" or "ablationcam" (docs/cam-methods.md); cam_class explains that label, else the
         cam_top_k best classes are explained. overlay=False skips the encoded
         overlay (overlay_format "jpeg" at jpeg_quality 1..100, or "png";
         colormap "jet" or "viridis"; overlay_alpha 0..1, the heatmap's weight).
         full_heatmap=True adds the map at the photo's size (4 bytes per photo
         pixel per explanation; the overlay does not need it).
+        faithfulness=True adds each map's Faithfulness (five more forwards
+        and four sparse solves per explanation; docs/cam-methods.md).
+        eigen_smooth=True makes the map the first principal component of the
+        per-channel terms it sums (pytorch-grad-cam's eigen_smooth).
         """
         handle = self._acquire()
         options, temporary = None, False
         try:
             options, temporary = self._predict_options((
                 top_k, explain, cam_method, cam_class, cam_top_k, overlay, full_heatmap, colormap, overlay_format,
-                overlay_alpha, jpeg_quality))
+                overlay_alpha, jpeg_quality, faithfulness, eigen_smooth))
             if isinstance(image, (bytes, bytearray, memoryview)):
                 pixels, encoded = _encoded_bytes(image), True
             elif isinstance(image, (str, os.PathLike)):
@@ -521,13 +547,14 @@ class Model:
             if cached is not None:
                 return cached, False
             top_k, explain, cam_method, cam_class, cam_top_k, overlay, full_heatmap, colormap, overlay_format, \
-                overlay_alpha, jpeg_quality = values
+                overlay_alpha, jpeg_quality, faithfulness, eigen_smooth = values
             settings = [("top_k", top_k), ("cam_method", _text("cam_method", cam_method)),
                         ("cam_class", None if cam_class is None else _text("cam_class", cam_class)),
                         ("cam_top_k", cam_top_k), ("overlay", bool(overlay)), ("full_heatmap", bool(full_heatmap)),
                         ("colormap", _text("colormap", colormap)),
                         ("overlay_format", _text("overlay_format", overlay_format)),
-                        ("overlay_alpha", overlay_alpha), ("jpeg_quality", jpeg_quality)]
+                        ("overlay_alpha", overlay_alpha), ("jpeg_quality", jpeg_quality),
+                        ("faithfulness", bool(faithfulness)), ("eigen_smooth", bool(eigen_smooth))]
             if explain is not None:
                 settings.append(("explain", bool(explain)))
             options = c_void_p()

@@ -136,6 +136,10 @@ def open_library(path: str) -> Any:
     declare("dermal_predict_options_set_overlay_alpha", c_status, c_handle, c_float)
     # dermal_status dermal_predict_options_set_jpeg_quality(dermal_predict_options* options, int quality);
     declare("dermal_predict_options_set_jpeg_quality", c_status, c_handle, c_int)
+    # dermal_status dermal_predict_options_set_faithfulness(dermal_predict_options* options, int faithfulness);
+    declare("dermal_predict_options_set_faithfulness", c_status, c_handle, c_int)
+    # dermal_status dermal_predict_options_set_eigen_smooth(dermal_predict_options* options, int eigen_smooth);
+    declare("dermal_predict_options_set_eigen_smooth", c_status, c_handle, c_int)
 
     # dermal_status dermal_model_open(const char* path, const dermal_load_options* options, dermal_model** model);
     declare("dermal_model_open", c_status, c_char_p, c_handle, POINTER(c_handle))
@@ -191,6 +195,10 @@ def open_library(path: str) -> Any:
     # dermal_status dermal_result_explanation_overlay(const dermal_result* result, size_t i,
     #                                                 const uint8_t** bytes, size_t* size);
     declare("dermal_result_explanation_overlay", c_status, c_handle, c_size_t, POINTER(c_void_p), POINTER(c_size_t))
+    # dermal_status dermal_result_explanation_faithfulness(const dermal_result* result, size_t i, int* present,
+    #                                                      float* cam_mult_image_change, float* road);
+    declare("dermal_result_explanation_faithfulness", c_status, c_handle, c_size_t, POINTER(c_int), POINTER(c_float),
+            POINTER(c_float))
     return library
 
 

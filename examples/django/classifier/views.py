@@ -196,7 +196,9 @@ def predict(request):
     Options (form or query): top_k (default 3); explain: absent means on when
     the server has it on (else labels only, explanation null), true when the
     server has it off is a 409; cam_method (default "gradcam"); cam_class:
-    explain this label instead of the top one.
+    explain this label instead of the top one; faithfulness (default false):
+    the map's faithfulness figures (docs/cam-methods.md), null for a flat map;
+    eigen_smooth (default false).
     """
     c = services.config()
     data = _upload(request)
@@ -208,11 +210,14 @@ def predict(request):
                        "omit 'explain' to get labels without a heatmap.")
     cam_method = request.POST.get("cam_method", request.GET.get("cam_method")) or "gradcam"
     cam_class = request.POST.get("cam_class", request.GET.get("cam_class")) or None
+    faithfulness = bool(_flag(request, "faithfulness"))
+    eigen_smooth = bool(_flag(request, "eigen_smooth"))
     model = _model()
     try:
         # The model's own inference threads run it; only the overlay is sent,
         # so no float map at the photo's size is asked for.
-        result = model.predict(data, top_k=top_k, explain=explain, cam_method=cam_method, cam_class=cam_class)
+        result = model.predict(data, top_k=top_k, explain=explain, cam_method=cam_method, cam_class=cam_class,
+                               faithfulness=faithfulness, eigen_smooth=eigen_smooth)
     except dermal.DermalError as error:
         raise _library_error(error)
     if services.model_error():
@@ -227,6 +232,10 @@ def predict(request):
             "flat": explanation.flat,
             "overlay": base64.b64encode(explanation.overlay).decode("ascii"),
             "overlay_type": "image/jpeg",
+            **({"faithfulness": explanation.faithfulness and {
+                "cam_mult_image_change": explanation.faithfulness.cam_mult_image_change,
+                "road": {str(percent): change for percent, change in explanation.faithfulness.road.items()},
+            }} if faithfulness else {}),
         },
         "notice": NOTICE,
     })

@@ -108,12 +108,29 @@ def test_every_cam_method_equals_the_pytorch_reference(model, photo):
     """tiny_cams.txt: "method flat values..." computed by PyTorch from the published formulas (top class)."""
     with open(os.path.join(MODELS, "tiny_cams.txt")) as file:
         lines = [line.split() for line in file if line.strip()]
-    assert len(lines) == 6
+    assert len(lines) == 12
     for method, flat, *values in lines:
         [explanation] = model.predict(photo, cam_method=method, overlay=False).explanations
         assert explanation.cam_method == method and explanation.flat == (flat == "1")
         numpy.testing.assert_allclose(explanation.heatmap.ravel(), numpy.array(values, numpy.float32), atol=1e-4,
                                       err_msg=method)
+
+
+def test_faithfulness_equals_the_pytorch_reference_and_is_absent_unless_asked(model, photo):
+    """tiny_faithfulness.txt: "method cam_mult_image_change road10 road20 road50 road80" (top class),
+    computed by PyTorch (ROAD's imputation as a dense solve). The tiny random model's
+    probabilities move by ~1e-4, so the figures are compared within 2e-6."""
+    with open(os.path.join(MODELS, "tiny_faithfulness.txt")) as file:
+        lines = [line.split() for line in file if line.strip()]
+    assert len(lines) >= 3
+    for method, change, *road in lines:
+        [plain] = model.predict(photo, cam_method=method, overlay=False).explanations
+        assert plain.faithfulness is None
+        [explanation] = model.predict(photo, cam_method=method, overlay=False, faithfulness=True).explanations
+        f = explanation.faithfulness
+        assert f is not None and sorted(f.road) == [10, 20, 50, 80]
+        numpy.testing.assert_allclose([f.cam_mult_image_change] + [f.road[p] for p in (10, 20, 50, 80)],
+                                      [float(change)] + [float(v) for v in road], atol=2e-6, rtol=0, err_msg=method)
 
 
 def test_the_full_heatmap_is_the_stretched_map_renormalised_and_the_overlay_shows_it(dermal, model, photo):

@@ -186,12 +186,18 @@ def test_options_top_k_explain_off_cam_method_and_cam_class(client):
     assert body["explanation"]["label"] == "nevus" and body["explanation"]["overlay"]
     body = post(client, sample(), cam_method="gradcam++").json()
     assert body["explanation"]["cam_method"] == "gradcam++" and body["explanation"]["overlay"]
+    assert "faithfulness" not in body["explanation"]
+    body = post(client, sample(), cam_method="kpcacam", faithfulness="true").json()
+    figures = body["explanation"]["faithfulness"]
+    assert body["explanation"]["cam_method"] == "kpcacam" and sorted(figures["road"]) == ["10", "20", "50", "80"]
+    assert all(-1 <= v <= 1 for v in [figures["cam_mult_image_change"], *figures["road"].values()])
 
 
 def test_bad_options_are_400(client):
     assert_error(post(client, sample(), top_k="many"), 400, "invalid_argument", "top_k")
     assert_error(post(client, sample(), top_k="0"), 400, "invalid_argument", "top_k")
     assert_error(post(client, sample(), explain="maybe"), 400, "invalid_argument", "explain")
+    assert_error(post(client, sample(), faithfulness="maybe"), 400, "invalid_argument", "faithfulness")
     assert_error(post(client, sample(), cam_method="gradcam+++"), 400, "invalid_argument", "gradcam+++")
     assert_error(post(client, sample(), cam_class="freckle"), 400, "unknown_class", "freckle")
 

@@ -1,0 +1,85 @@
+// Each CAM method's cost against Grad-CAM's, in one process, 1 intra-op
+// thread: median latency and peak resident set (VmHWM, reset before each
+// request) of predict + the method's map (no overlay), the methods alternated
+// round by round, with Grad-CAM + eigen_smooth and Grad-CAM + the
+// faithfulness figures among them.
+//
+//   cam_methods_cost MODEL PHOTO [rounds=11]
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "dermal/dermal.hpp"
+#include "measure.hpp"
+
+namespace {
+
+using namespace measure;
+
+struct Variant {
+  std::string name;
+  dermal::PredictOptions options;
+  std::vector<double> milliseconds;
+  std::uint64_t peak = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    fmt::print(stderr, "usage: cam_methods_cost MODEL PHOTO [rounds=11]\n");
+    return 2;
+  }
+  const int rounds = argc > 3 ? std::stoi(argv[3]) : 11;
+  const std::vector<std::uint8_t> photo = read_file(argv[2]);
+  try {
+    dermal::LoadOptions load_options;  // 1 intra-op thread
+    load_options.tune_allocator = true;
+    dermal::Model model(argv[1], load_options);
+    std::vector<Variant> variants;
+    dermal::PredictOptions plain;
+    plain.explain = false;
+    variants.push_back({"no map (predict only)", plain, {}, 0});
+    for (const char* name : {"gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
+                             "gradcamelementwise", "eigengradcam", "finercam", "fem", "kpcacam", "ablationcam"}) {
+      dermal::PredictOptions options;
+      options.explain = true;
+      options.overlay = false;
+      options.cam_method = dermal::parse_cam_method(name);
+      variants.push_back({name, options, {}, 0});
+    }
+    dermal::PredictOptions smooth;
+    smooth.explain = true;
+    smooth.overlay = false;
+    smooth.eigen_smooth = true;
+    variants.push_back({"gradcam + eigen_smooth", smooth, {}, 0});
+    dermal::PredictOptions faithful;
+    faithful.explain = true;
+    faithful.overlay = false;
+    faithful.faithfulness = true;
+    variants.push_back({"gradcam + faithfulness", faithful, {}, 0});
+
+    for (Variant& v : variants)  // warm-up: the executor optimises each graph on its first runs
+      for (int i = 0; i < 2; ++i) model.predict(photo.data(), photo.size(), v.options);
+    for (int round = 0; round < rounds; ++round)
+      for (Variant& v : variants) {
+        reset_peak();
+        const auto start = Clock::now();
+        model.predict(photo.data(), photo.size(), v.options);
+        v.milliseconds.push_back(since_ms(start));
+        v.peak = std::max(v.peak, dermal::memory_status().peak_rss_bytes);
+      }
+    const double gradcam_ms = median(variants[1].milliseconds);
+    fmt::print("| method | median ms | x Grad-CAM | peak RSS MB |\n|---|---:|---:|---:|\n");
+    for (Variant& v : variants)
+      fmt::print("| {} | {:.1f} | {:.2f} | {:.1f} |\n", v.name, median(v.milliseconds), median(v.milliseconds) / gradcam_ms,
+                 mb(v.peak));
+    fmt::print("\n{} rounds, methods alternated within each round; peak = VmHWM reset before each request.\n", rounds);
+  } catch (const dermal::Error& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
