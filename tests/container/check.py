@@ -325,7 +325,15 @@ def run_load(image, model, workers, memory_mb, uploads, clients, stop_on_failure
     container = Container(image, memory_mb=memory_mb, cpus=2,
                           env={"GUNICORN_WORKERS": workers}, model=model)
     try:
-        startup, health = container.wait_loaded()
+        try:
+            startup, health = container.wait_loaded()
+        except RuntimeError as error:  # e.g. OOM-killed while loading under a small limit
+            state = container.state()
+            return {"workers": workers, "memory_mb": memory_mb, "startup": None, "answers": [], "elapsed": 0.0,
+                    "sent": 0, "problems": [f"did not start: {str(error)[:300]}"], "photos_ok": 0, "hostile_4xx": 0,
+                    "server_errors": 0, "peak": None, "oom_kills": None, "oom_killed": state.get("OOMKilled"),
+                    "running": state["Running"], "highest_anon": 0, "rate": 0.0, "p50": None, "p95": None,
+                    "healthy": False}
         answers, elapsed, highest_anon = load(container, uploads, clients, stop_on_failure)
         time.sleep(1)  # an OOM kill at the last request shows in the counters
         state = container.state()
@@ -346,7 +354,6 @@ def run_load(image, model, workers, memory_mb, uploads, clients, stop_on_failure
             "rate": len(answers) / elapsed if elapsed else 0.0,
             "p50": loadtest.percentile(photo_seconds, 0.50) if photo_seconds else None,
             "p95": loadtest.percentile(photo_seconds, 0.95) if photo_seconds else None,
-            "restarted_workers": "Perhaps out of memory" in container.logs() or None,
             "healthy": container.wait_healthy(timeout=30) if state["Running"] else False,
         }
     finally:
@@ -370,8 +377,9 @@ def describe(run):
             f"{run['hostile_4xx']} hostile refused with 4xx, {len(run['problems'])} failed, "
             f"{run['server_errors']} server errors (5xx), OOM kills {run['oom_kills']}, "
             f"OOMKilled {run['oom_killed']}; cgroup peak {mb(run['peak'])} (page cache included), highest "
-            f"sampled anonymous {mb(run['highest_anon'])}; photo latency p50 {p50}, p95 {p95}; "
-            f"model loaded {run['startup']:.1f} s after docker run")
+            f"sampled anonymous {mb(run['highest_anon'])}; photo latency p50 {p50}, p95 {p95}"
+            + ("; did not start" if run["startup"] is None else
+               f"; model loaded {run['startup']:.1f} s after docker run"))
 
 
 # ---------------------------------------------------------------- the parts
