@@ -7,9 +7,11 @@
 #
 # Another model: mount or copy a dermal model file and name it in DERMAL_MODEL
 #   docker run --rm -p 8000:8000 -v $PWD/model.pt:/models/model.pt:ro -e DERMAL_MODEL=/models/model.pt dermal
-# or bake a Keras model in at build time (the file inside the build context;
+# or bake a Keras model in at build time (paths relative to the build context;
 # KERAS_OPTIONS takes any further option of `python3 -m dermal.convert keras`):
 #   docker build --build-arg KERAS_MODEL=models/my.keras --build-arg KERAS_LABELS=akiec,bcc,mel,nv -t dermal .
+#   docker build --build-arg KERAS_MODEL=models/my.keras \
+#     --build-arg KERAS_OPTIONS="--labels-file models/labels.txt --resample lanczos" -t dermal .
 
 ARG DEBIAN_RELEASE=bookworm
 
@@ -50,8 +52,9 @@ RUN if [ -z "$KERAS_MODEL" ]; then \
     else \
       apt-get update \
       && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-h5py python3-numpy \
+      && cd /context \
       && DERMAL_LIBRARY=/out/lib/libdermal_c.so PYTHONPATH=/context/capi/python \
-         python3 -m dermal.convert keras "/context/$KERAS_MODEL" --labels "$KERAS_LABELS" $KERAS_OPTIONS \
+         python3 -m dermal.convert keras "$KERAS_MODEL" ${KERAS_LABELS:+--labels "$KERAS_LABELS"} $KERAS_OPTIONS \
            --out /out/models/model.pt; \
     fi
 
@@ -66,8 +69,8 @@ RUN printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       $(cat /tmp/runtime-packages) python3 python3-numpy python3-django gunicorn \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log /tmp/runtime-packages \
- && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin dermal
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log /tmp/runtime-packages
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin dermal
 
 # The repository's layout, so examples/django/serve.sh runs as it does from a checkout.
 WORKDIR /app
