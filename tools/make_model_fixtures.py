@@ -4,6 +4,7 @@ computed by Python torch, for the C++ model tests.
   /usr/bin/python3 tools/make_model_fixtures.py OUT_DIR
 """
 import json
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -13,7 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-import dermal_model
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "capi", "python"))
+from dermal.convert import modelfile  # noqa: E402  (imports the package: set DERMAL_LIBRARY)
 import make_cam_fixtures  # noqa: E402  (each CAM variant written from its paper)
 
 LABELS = ["akiec", "bcc", "mel", "nv", "vasc"]
@@ -99,7 +101,7 @@ def write_many_stages(out):
             model(torch.rand(4, 3, HEIGHT, WIDTH) * 4 - 2)
     model.eval()
     many = description(stages=MANY_STAGES, cam_layer="features.9")
-    dermal_model.save(model, many, out / "many_stages.pt")
+    modelfile.save(model, many, out / "many_stages.pt")
     save_unchecked(model, dict(many, frozen_only=["features.4"]), out / "many_stages_frozen_only.pt")
     with torch.no_grad():
         logits = model(many_stages_input())[0]
@@ -117,7 +119,7 @@ def tiny_model(seed=0, **kwargs):
 
 
 def description(**overrides):
-    d = dermal_model.make_description(name="tiny", labels=LABELS, width=WIDTH, height=HEIGHT,
+    d = modelfile.make_description(name="tiny", labels=LABELS, width=WIDTH, height=HEIGHT,
                                       stages=STAGES, cam_layer="features.2")
     d.update(overrides)
     return d
@@ -125,7 +127,7 @@ def description(**overrides):
 
 def save_unchecked(model, desc, path):
     """Writes a model file as given, without the exporter's checks (for broken fixtures)."""
-    extra = {} if desc is None else {dermal_model.DESCRIPTION_FILE: json.dumps(desc)}
+    extra = {} if desc is None else {modelfile.DESCRIPTION_FILE: json.dumps(desc)}
     torch.jit.save(torch.jit.script(model.eval()), str(path), _extra_files=extra)
 
 
@@ -133,8 +135,8 @@ def model_input(image_path):
     """The tensor the library builds from a photo already at the input size."""
     pixels = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float32) / 255.0
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None]
-    mean = torch.tensor(dermal_model.IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(dermal_model.IMAGENET_STD)[:, None, None]
+    mean = torch.tensor(modelfile.IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(modelfile.IMAGENET_STD)[:, None, None]
     return (x - mean) / std
 
 
@@ -177,7 +179,7 @@ def main(out):
     Image.fromarray(pixels).save(out / "tiny_input.png")
 
     model = tiny_model()
-    dermal_model.save(model, description(), out / "tiny.pt")
+    modelfile.save(model, description(), out / "tiny.pt")
     expected_outputs(model, out / "tiny_input.png", out / "tiny_expected.txt")
     expected_cams(model, out / "tiny_input.png", out / "tiny_cams.txt")
 
@@ -197,14 +199,14 @@ def main(out):
     save_unchecked(tiny_model(head=NaNHead()), description(), out / "nan_output.pt")
     # A valid archive whose description is not valid JSON.
     torch.jit.save(torch.jit.script(model), str(out / "malformed_json.pt"),
-                   _extra_files={dermal_model.DESCRIPTION_FILE: "{\"dermal_format\": 1,"})
+                   _extra_files={modelfile.DESCRIPTION_FILE: "{\"dermal_format\": 1,"})
     # Networks that are not image classifiers: a 1x5x16x20 map out, a second input wanted.
     save_unchecked(tiny_model(head=nn.Conv2d(16, len(LABELS), 1)), description(), out / "four_d_output.pt")
     save_unchecked(TwoInputs(), description(stages=["stem", "rest", "head"], cam_layer="rest"), out / "two_inputs.pt")
     # The tiny network at 512x512: one request's memory is large enough to measure.
     large = description()
     large["input"].update(width=512, height=512)
-    dermal_model.save(model, large, out / "tiny_512.pt")
+    modelfile.save(model, large, out / "tiny_512.pt")
     write_many_stages(out)
     print(f"model fixtures written to {out}")
 

@@ -243,7 +243,7 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
   }
   if (extra[kDescriptionFile].empty())
     throw Error(ErrorCode::invalid_model,
-                fmt::format("\"{}\" has no {} description; export it with tools/export_model.py", path,
+                fmt::format("\"{}\" has no {} description; make one with python3 -m dermal.convert torchvision (or keras)", path,
                             kDescriptionFile));
   network->description = parse_description(extra[kDescriptionFile]);
   const ModelDescription& d = network->description;
