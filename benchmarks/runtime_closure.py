@@ -11,7 +11,7 @@ libraries need it: LibTorch's Debian build links both (for Caffe2 operators
 dermal never calls), so the dynamic loader maps them and all they need.
 Run it inside the runtime image to measure what a host must hold on disk:
 
-    docker run --rm -v $PWD:/repo:ro -w /repo --entrypoint python3 dermal \\
+    docker run --rm -v $PWD:/repo:ro -w /repo -e PYTHONPATH=/app/capi/python --entrypoint python3 dermal \\
         benchmarks/runtime_closure.py --model /app/models/model.pt --photo examples/data/samples/melanoma_1.jpg
 """
 import argparse
