@@ -46,11 +46,15 @@ if ! nice -n 10 docker build --network host --build-arg "DEBIAN_RELEASE=$release
 fi
 echo "   built in $((SECONDS - step)) s"
 
-# The reference model of the Django example's load test, exported on the host.
+# The reference model of the Django example's load test, exported on the host
+# by python3 -m dermal.convert, which loads the host's build of the library.
 model=$("$PY" -c 'import sys; sys.path.insert(0, "examples/django"); import loadtest; print(loadtest.MODEL)')
 if [[ ! -f $model ]]; then
+  export DERMAL_LIBRARY=${DERMAL_LIBRARY:-$PWD/build/capi/libdermal_c.so}
+  [[ -f $DERMAL_LIBRARY ]] || fail "$DERMAL_LIBRARY is missing, the exporter needs it (bash tools/setup.sh --build)"
   echo "== exporting the reference EfficientNetV2-S to $model (about a minute)"
-  "$PY" -c 'import sys, subprocess; sys.path.insert(0, "examples/django"); import loadtest
+  mkdir -p "$(dirname "$model")"
+  PYTHONPATH=capi/python "$PY" -c 'import sys, subprocess; sys.path.insert(0, "examples/django"); import loadtest
 subprocess.run(loadtest.EXPORT, check=True, stdout=subprocess.DEVNULL)' || fail "exporting the reference model"
 fi
 echo "== tests/container/check.py (set-up took $((SECONDS - started)) s)"
