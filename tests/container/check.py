@@ -504,7 +504,7 @@ def print_table(limits, table):
                 how = "OOM-killed" if run["oom_kills"] or run["oom_killed"] else "failed"
                 cells.append(f"{how} after {run['sent']} requests")
         ok = [l for l in limits if l in tried and survived(tried[l])]
-        print(f"| {workers} | " + " | ".join(cells) + f" | {min(ok) if ok else 'none'} MB |")
+        print(f"| {workers} | " + " | ".join(cells) + (f" | {min(ok)} MB |" if ok else " | none |"))
     print()
 
 
