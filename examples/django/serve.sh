@@ -7,6 +7,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 build="${DERMAL_BUILD_DIR:-$repo/build}"
+. "$repo/tools/onednn-cap.sh"
 
 export DERMAL_LIBRARY="$(realpath -m "${DERMAL_LIBRARY:-$build/capi/libdermal_c.so}")"
 if [[ ! -f "$DERMAL_LIBRARY" ]]; then
