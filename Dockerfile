@@ -92,6 +92,6 @@ ENV PORT=8000 \
     PYTHONUNBUFFERED=1
 USER dermal
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+HEALTHCHECK --interval=30s --timeout=10s --start-period=300s --retries=3 \
   CMD python3 -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ['PORT'], timeout=8)"
 CMD ["bash", "-c", "export GUNICORN_BIND=${GUNICORN_BIND:-0.0.0.0:$PORT}; exec examples/django/serve.sh"]

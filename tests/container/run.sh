@@ -3,8 +3,8 @@
 # tests/container/check.py against the image (the reference EfficientNetV2-S
 # under --memory 512m, the smallest-limit search, a killed worker, --cpus 0.1).
 #   bash tests/container/run.sh [check.py options, e.g. --skip-search]
-# Needs root and Debian's docker.io and debootstrap (tools/setup.sh does not
-# install them: apt-get install docker.io debootstrap). Starts dockerd (niced:
+# Needs root; installs Debian's docker.io and debootstrap when missing (the
+# library's own set-up, tools/setup.sh, does not need them). Starts dockerd (niced:
 # CI shares the machine) when none answers, and makes the base image
 # debian:<release>-slim offline with tests/container/base-image.sh when it is
 # missing. DERMAL_DEBIAN_RELEASE=trixie builds on Debian 13. Docker's layer
@@ -24,8 +24,16 @@ fail() {  # a step before check.py failed: say so in check.py's closing form
   exit 1
 }
 
+missing=()
+command -v dockerd > /dev/null || missing+=(docker.io)
+command -v debootstrap > /dev/null || missing+=(debootstrap)
+if ((${#missing[@]})); then
+  echo "== installing Debian packages: ${missing[*]}"
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } \
+    > build/container/apt.log 2>&1 || { tail -n 20 build/container/apt.log; fail "apt-get install ${missing[*]}"; }
+fi
+
 if ! docker info > /dev/null 2>&1; then
-  command -v dockerd > /dev/null || fail "no dockerd (apt-get install docker.io)"
   echo "== starting dockerd (log: build/container/dockerd.log)"
   setsid nice -n 10 dockerd > build/container/dockerd.log 2>&1 < /dev/null &
   for _ in $(seq 60); do docker info > /dev/null 2>&1 && break; sleep 1; done
@@ -33,7 +41,6 @@ if ! docker info > /dev/null 2>&1; then
 fi
 
 if ! docker image inspect "debian:$release-slim" > /dev/null 2>&1; then
-  command -v debootstrap > /dev/null || fail "no debootstrap (apt-get install debootstrap)"
   bash tests/container/base-image.sh "$release" || fail "could not make the base image debian:$release-slim"
 fi
 
