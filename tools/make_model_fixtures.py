@@ -14,6 +14,8 @@ from PIL import Image
 from torch import nn
 
 import dermal_model
+import dermal_probe
+import export_model
 import make_cam_fixtures  # noqa: E402  (each CAM variant written from its paper)
 
 LABELS = ["akiec", "bcc", "mel", "nv", "vasc"]
@@ -129,6 +131,41 @@ def save_unchecked(model, desc, path):
     torch.jit.save(torch.jit.script(model.eval()), str(path), _extra_files=extra)
 
 
+def save_with_probe(model, desc, path, probe_logits_offset=0.0, probe_cam_offset=0.0):
+    """Writes a model file with its probe (tools/dermal_probe.py); a non-zero
+    offset is added to the stored median logit or median value of the CAM
+    map (so the range stays), making the expectation wrong."""
+    files = dermal_probe.make_probe(model, desc)
+    probe = json.loads(files[dermal_probe.PROBE_FILE])
+    for values, offset in ((probe["logits"], probe_logits_offset), (probe["cam"]["values"], probe_cam_offset)):
+        values[sorted(range(len(values)), key=values.__getitem__)[len(values) // 2]] += offset
+    files[dermal_probe.PROBE_FILE] = json.dumps(probe)
+    files[dermal_model.DESCRIPTION_FILE] = json.dumps(desc)
+    torch.jit.save(torch.jit.script(model.eval()), str(path), _extra_files=files)
+
+
+def write_probes(out):
+    """probe.pt (a probe that holds), probe_wrong_logits.pt and
+    probe_wrong_cam.pt (its expectation perturbed by a fifth of the range),
+    probe_bf16.pt (the stages before the CAM layer in bfloat16) and
+    probe_center_crop.pt (the probe picture larger than the input)."""
+    model = tiny_model(seed=3)
+    desc = description()
+    save_with_probe(model, desc, out / "probe.pt")
+    probe = json.loads(dermal_probe.make_probe(model, desc)[dermal_probe.PROBE_FILE])
+    logits_range = max(probe["logits"]) - min(probe["logits"])
+    cam_range = max(probe["cam"]["values"]) - min(probe["cam"]["values"])
+    save_with_probe(model, desc, out / "probe_wrong_logits.pt", probe_logits_offset=0.2 * logits_range)
+    save_with_probe(model, desc, out / "probe_wrong_cam.pt", probe_cam_offset=0.2 * cam_range)
+    crop = description()
+    crop["input"].update(resize="center_crop", resize_shorter_to=48)
+    save_with_probe(model, crop, out / "probe_center_crop.pt")
+    reduced = tiny_model(seed=3)
+    export_model.to_bfloat16_before(reduced, STAGES, "features.2")
+    save_with_probe(reduced, dict(desc, precision={"reduced": "bfloat16", "before": "features.2"}),
+                    out / "probe_bf16.pt")
+
+
 def model_input(image_path):
     """The tensor the library builds from a photo already at the input size."""
     pixels = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float32) / 255.0
@@ -206,6 +243,7 @@ def main(out):
     large["input"].update(width=512, height=512)
     dermal_model.save(model, large, out / "tiny_512.pt")
     write_many_stages(out)
+    write_probes(out)
     print(f"model fixtures written to {out}")
 
 

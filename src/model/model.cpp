@@ -215,4 +215,18 @@ std::uint64_t Model::weight_bytes() const {
 
 const std::string& Model::path() const { return impl_->path; }
 
+ProbeResult Model::probe_result() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->network ? impl_->network->probe_result : ProbeResult::none;
+}
+
+const char* probe_result_name(ProbeResult result) {
+  switch (result) {
+    case ProbeResult::none: return "none";
+    case ProbeResult::passed: return "passed";
+    case ProbeResult::frozen_fallback: return "frozen_fallback";
+  }
+  return "unknown";
+}
+
 }  // namespace dermal
