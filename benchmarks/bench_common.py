@@ -9,9 +9,12 @@ import os
 import statistics
 import sys
 import time
+import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+# The package (for dermal.convert), unless it is installed; importing it loads
+# the C library that DERMAL_LIBRARY names.
+sys.path.append(os.path.join(ROOT, "capi", "python"))
 
 _process_peak = 0
 
@@ -120,9 +123,11 @@ def torch_start(docstring):
 
 
 def description_of(path):
-    """The model file's dermal.json, as a dict."""
-    import dermal_model
-    return dermal_model.load_description(path)
+    """The model file's dermal.json, as a dict: read from the archive as a zip
+    file, so that a measured process imports neither dermal nor the model."""
+    with zipfile.ZipFile(path) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("/extra/dermal.json"))
+        return json.loads(archive.read(name))
 
 
 def preprocess(jpeg, description):

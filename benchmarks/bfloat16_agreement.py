@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """bfloat16 against float32 on a trained dermal model file: its stages before
-the CAM layer cast to bfloat16 (as `tools/export_model.py --precision bf16`
+the CAM layer cast to bfloat16 (as `python3 -m dermal.convert torchvision --precision bf16`
 makes them), every stage frozen as the library freezes it, on held-out
 generated lesion photos.
 
@@ -21,8 +21,10 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-import dermal_model  # noqa: E402
 import lesions  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "capi", "python"))
+from dermal.convert import modelfile  # noqa: E402  (imports the package: set DERMAL_LIBRARY)
 
 HELDOUT_SEED = 424242  # tools/train_demo.py's: never trained on
 
@@ -30,13 +32,13 @@ HELDOUT_SEED = 424242  # tools/train_demo.py's: never trained on
 def prepared_stages(path, bfloat16_before_cam):
     """The model's stages, each frozen (and optimised where the library
     optimises), those before the CAM layer in bfloat16 if asked."""
-    description = dermal_model.load_description(path)
+    description = modelfile.load_description(path)
     module = torch.jit.load(path).eval()
     split = description["stages"].index(description["cam_layer"])
-    optimise = dermal_model.optimises_for_inference(torch.__version__)
+    optimise = modelfile.optimises_for_inference(torch.__version__)
     stages = []
     for i, name in enumerate(description["stages"]):
-        stage = dermal_model.submodule(module, name)
+        stage = modelfile.submodule(module, name)
         reduced = bfloat16_before_cam and i < split
         if reduced:
             stage = stage.to(torch.bfloat16)
@@ -49,7 +51,7 @@ def prepared_stages(path, bfloat16_before_cam):
 
 def probabilities(stages, x):
     with torch.inference_mode(), torch.jit.optimized_execution(
-            dermal_model.optimises_for_inference(torch.__version__)):
+            modelfile.optimises_for_inference(torch.__version__)):
         for stage, reduced in stages:
             x = stage(x.to(torch.bfloat16)).to(torch.float32) if reduced else stage(x)
     return torch.softmax(x, 1)
@@ -61,7 +63,7 @@ def main():
     parser.add_argument("--images", type=int, default=300)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    description = dermal_model.load_description(args.model)
+    description = modelfile.load_description(args.model)
     spec = description["input"]
     mean = torch.tensor(spec["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(spec["std"]).view(1, 3, 1, 1)
@@ -72,7 +74,7 @@ def main():
     float32 = probabilities(prepared_stages(args.model, False), x)
     bfloat16 = probabilities(prepared_stages(args.model, True), x)
     report = {"model": os.path.basename(args.model), "torch": torch.__version__,
-              "native_bfloat16": dermal_model.native_bfloat16(), "images": args.images,
+              "native_bfloat16": modelfile.native_bfloat16(), "images": args.images,
               "top1_agreeing": int((float32.argmax(1) == bfloat16.argmax(1)).sum()),
               "max_abs_probability_difference": float((float32 - bfloat16).abs().max())}
     if description["labels"] == lesions.CLASSES:

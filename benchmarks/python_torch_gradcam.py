@@ -6,7 +6,7 @@ upsampled, coloured over the photo and encoded as JPEG.
 
     /usr/bin/python3 benchmarks/python_torch_gradcam.py MODEL PHOTO [--threads N] [--repeats N]
 
-The eager model is torchvision's (rebuilt as tools/export_model.py arranges
+The eager model is torchvision's (rebuilt as dermal.convert.torchvision arranges
 it) when the description names a torchvision architecture, else the
 TorchScript module as loaded, unfrozen, run stage by stage.
 """
@@ -20,14 +20,14 @@ def eager_model(path, description):
     """(model, hookable): the network with the file's weights, parameters
     requiring grad as after training; hookable is False for TorchScript."""
     import torch
-    import export_model
+    from dermal.convert import torchvision as exporter
     scripted = torch.jit.load(path)
     arch = description["name"]
-    if arch not in export_model.ARCHITECTURES:
+    if arch not in exporter.ARCHITECTURES:
         for parameter in scripted.parameters():
             parameter.requires_grad_(True)
         return scripted.eval(), False
-    model, _ = export_model.chain_of(arch, export_model.build_torchvision(arch, len(description["labels"])))
+    model, _ = exporter.chain_of(arch, exporter.build_torchvision(arch, len(description["labels"])))
     model.load_state_dict(scripted.state_dict())
     del scripted
     return model.eval(), True
@@ -36,10 +36,10 @@ def eager_model(path, description):
 def gradcam(model, hookable, description, x):
     """(logits, Grad-CAM map at the CAM layer's resolution) for the top class."""
     import torch
-    import dermal_model
+    from dermal.convert import modelfile
     saved = {}
     if hookable:
-        layer = dermal_model.submodule(model, description["cam_layer"])
+        layer = modelfile.submodule(model, description["cam_layer"])
         forward = layer.register_forward_hook(lambda module, inputs, output: saved.update(activation=output))
         backward = layer.register_full_backward_hook(lambda module, gin, gout: saved.update(gradient=gout[0]))
         try:
@@ -52,9 +52,9 @@ def gradcam(model, hookable, description, x):
     else:
         stages = description["stages"]
         split = stages.index(description["cam_layer"]) + 1
-        activation = dermal_model.run_stages(model, stages[:split], x)
+        activation = modelfile.run_stages(model, stages[:split], x)
         activation.retain_grad()
-        logits = dermal_model.run_stages(model, stages[split:], activation)
+        logits = modelfile.run_stages(model, stages[split:], activation)
         model.zero_grad()
         logits[0, int(logits.argmax())].backward()
         saved = {"activation": activation, "gradient": activation.grad}

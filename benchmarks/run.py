@@ -116,12 +116,12 @@ def summarize(program, report):
 
 
 def agreement(reduced):
-    """The top-1 agreement with float32 that tools/export_model.py measured
+    """The top-1 agreement with float32 that python3 -m dermal.convert torchvision measured
     and recorded in the reduced-precision file's description."""
     import bench_common
     recorded = bench_common.description_of(reduced).get("precision", {}).get("top1_agreement")
     if recorded is None:
-        raise SystemExit(f"{reduced} records no top-1 agreement; export it again with tools/export_model.py")
+        raise SystemExit(f"{reduced} records no top-1 agreement; export it again with python3 -m dermal.convert torchvision")
     return dict(recorded, agreement=recorded["agreeing"] / recorded["images"])
 
 
@@ -278,7 +278,7 @@ def main():
     parser.add_argument("--photo")
     parser.add_argument("--reference")
     parser.add_argument("--bf16")
-    parser.add_argument("--keras", help="the reference network imported from Keras (tools/import_keras.py)")
+    parser.add_argument("--keras", help="the reference network imported from Keras (python3 -m dermal.convert keras)")
     parser.add_argument("--demo")
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}")
     parser.add_argument("--repeats", type=int, default=15)
@@ -364,9 +364,9 @@ def write_outputs(meta, results, side_by_side, reduced, cold_start):
 
 
 def native_bfloat16():
-    import bench_common  # noqa: F401 (puts tools/ on the path)
-    import dermal_model
-    return dermal_model.native_bfloat16()
+    import bench_common  # noqa: F401 (puts capi/python on the path)
+    from dermal.convert import modelfile  # (loads the C library named by DERMAL_LIBRARY)
+    return modelfile.native_bfloat16()
 
 
 def cpu_name():

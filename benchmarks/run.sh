@@ -13,10 +13,14 @@ echo "== building the benchmark programs and the C library" >&2
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build build -j "$(nproc)" --target dermal_stages bare_forward side_by_side dermal_c > /dev/null
 
-export_reference() {  # $1: output file, then export_model.py options
+# The converters of this checkout's package, which loads the C library just built.
+export DERMAL_LIBRARY=$PWD/build/capi/libdermal_c.so
+convert() { PYTHONPATH=capi/python "$PY" -m dermal.convert "$@"; }
+
+export_reference() {  # $1: output file, then options of python3 -m dermal.convert torchvision
   [[ -f "$1" ]] && return
   echo "== exporting $1 (about a minute)" >&2
-  "$PY" tools/export_model.py --arch efficientnet_v2_s --seed 0 --labels akiec,bcc,bkl,df,mel,nv,vasc \
+  convert torchvision --arch efficientnet_v2_s --seed 0 --labels akiec,bcc,bkl,df,mel,nv,vasc \
     --size 300 --out "$@" >&2
 }
 export_reference build/reference-effnetv2s.pt
@@ -25,7 +29,7 @@ export_reference build/reference-effnetv2s.pt
 # where ONEDNN_MAX_CPU_ISA (or DNNL_) holds oneDNN below bfloat16 (Debian 13 here): the
 # exporter and the library refuse bfloat16 there.
 bf16=()
-if "$PY" -c 'import sys; sys.path.insert(0, "tools"); import dermal_model; sys.exit(not dermal_model.onednn_allows_bfloat16())'; then
+if PYTHONPATH=capi/python "$PY" -c 'import sys; from dermal.convert import modelfile; sys.exit(not modelfile.onednn_allows_bfloat16())'; then
   export_reference build/reference-effnetv2s-bf16.pt --precision bf16 --min-agreement 0
   bf16=(--bf16 build/reference-effnetv2s-bf16.pt)
 else
@@ -33,12 +37,12 @@ else
 fi
 
 # The same network imported from Keras: a Keras 3 EfficientNetV2-S file with
-# seeded weights (tools/make_keras_fixtures.py), through tools/import_keras.py.
+# seeded weights (tools/make_keras_fixtures.py), through python3 -m dermal.convert keras.
 keras=build/keras-effnetv2s.pt
 if [[ ! -f $keras ]]; then
   echo "== importing $keras from a Keras EfficientNetV2-S file (about a minute)" >&2
   "$PY" tools/make_keras_fixtures.py build/keras-fixtures --families efficientnet_v2_s --size 300 >&2
-  "$PY" tools/import_keras.py build/keras-fixtures/efficientnet_v2_s-300.keras3.keras \
+  convert keras build/keras-fixtures/efficientnet_v2_s-300.keras3.keras \
     --labels akiec,bcc,bkl,df,mel,nv,vasc --out "$keras" >&2
   rm -r build/keras-fixtures  # 160 MB of Keras and tfjs files, not needed again
 fi

@@ -4,6 +4,7 @@ computed by Python torch, for the C++ model tests.
   /usr/bin/python3 tools/make_model_fixtures.py OUT_DIR
 """
 import json
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -13,9 +14,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-import dermal_model
-import dermal_probe
-import export_model
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "capi", "python"))
+from dermal.convert import modelfile, probe  # noqa: E402  (imports the package: set DERMAL_LIBRARY)
+from dermal.convert.torchvision import to_bfloat16_before  # noqa: E402
 import make_cam_fixtures  # noqa: E402  (each CAM variant written from its paper)
 
 LABELS = ["akiec", "bcc", "mel", "nv", "vasc"]
@@ -101,7 +102,7 @@ def write_many_stages(out):
             model(torch.rand(4, 3, HEIGHT, WIDTH) * 4 - 2)
     model.eval()
     many = description(stages=MANY_STAGES, cam_layer="features.9")
-    dermal_model.save(model, many, out / "many_stages.pt")
+    modelfile.save(model, many, out / "many_stages.pt")
     save_unchecked(model, dict(many, frozen_only=["features.4"]), out / "many_stages_frozen_only.pt")
     with torch.no_grad():
         logits = model(many_stages_input())[0]
@@ -119,7 +120,7 @@ def tiny_model(seed=0, **kwargs):
 
 
 def description(**overrides):
-    d = dermal_model.make_description(name="tiny", labels=LABELS, width=WIDTH, height=HEIGHT,
+    d = modelfile.make_description(name="tiny", labels=LABELS, width=WIDTH, height=HEIGHT,
                                       stages=STAGES, cam_layer="features.2")
     d.update(overrides)
     return d
@@ -127,51 +128,52 @@ def description(**overrides):
 
 def save_unchecked(model, desc, path):
     """Writes a model file as given, without the exporter's checks (for broken fixtures)."""
-    extra = {} if desc is None else {dermal_model.DESCRIPTION_FILE: json.dumps(desc)}
+    extra = {} if desc is None else {modelfile.DESCRIPTION_FILE: json.dumps(desc)}
     torch.jit.save(torch.jit.script(model.eval()), str(path), _extra_files=extra)
 
 
-def save_with_probe(model, desc, path, probe_logits_offset=0.0, probe_cam_offset=0.0):
-    """Writes a model file with its probe (tools/dermal_probe.py); a non-zero
-    offset is added to the stored median logit or median value of the CAM
-    map (so the range stays), making the expectation wrong."""
-    files = dermal_probe.make_probe(model, desc)
-    probe = json.loads(files[dermal_probe.PROBE_FILE])
-    for values, offset in ((probe["logits"], probe_logits_offset), (probe["cam"]["values"], probe_cam_offset)):
+def save_with_wrong_probe(model, desc, path, logits_offset=0.0, cam_offset=0.0):
+    """Writes a model file whose probe (dermal.convert.probe) is made wrong: the
+    offset is added to its median logit and to the median value of its CAM
+    map (so that their ranges stay)."""
+    files = probe.make_probe(model, desc)
+    expected = json.loads(files[probe.PROBE_FILE])
+    for values, offset in ((expected["logits"], logits_offset), (expected["cam"]["values"], cam_offset)):
         values[sorted(range(len(values)), key=values.__getitem__)[len(values) // 2]] += offset
-    files[dermal_probe.PROBE_FILE] = json.dumps(probe)
-    files[dermal_model.DESCRIPTION_FILE] = json.dumps(desc)
+    files[probe.PROBE_FILE] = json.dumps(expected)
+    files[modelfile.DESCRIPTION_FILE] = json.dumps(desc)
     torch.jit.save(torch.jit.script(model.eval()), str(path), _extra_files=files)
 
 
 def write_probes(out):
-    """probe.pt (a probe that holds), probe_wrong_logits.pt and
-    probe_wrong_cam.pt (its expectation perturbed by a fifth of the range),
-    probe_bf16.pt (the stages before the CAM layer in bfloat16) and
-    probe_center_crop.pt (the probe picture larger than the input)."""
+    """probe.pt (its probe holds, as in every file the writer makes),
+    probe_wrong_logits.pt and probe_wrong_cam.pt (the expectation perturbed
+    by a fifth of its range), probe_bf16.pt (the stages before the CAM layer
+    in bfloat16) and probe_center_crop.pt (the probe picture larger than the
+    input)."""
     model = tiny_model(seed=3)
     desc = description()
-    save_with_probe(model, desc, out / "probe.pt")
-    probe = json.loads(dermal_probe.make_probe(model, desc)[dermal_probe.PROBE_FILE])
-    logits_range = max(probe["logits"]) - min(probe["logits"])
-    cam_range = max(probe["cam"]["values"]) - min(probe["cam"]["values"])
-    save_with_probe(model, desc, out / "probe_wrong_logits.pt", probe_logits_offset=0.2 * logits_range)
-    save_with_probe(model, desc, out / "probe_wrong_cam.pt", probe_cam_offset=0.2 * cam_range)
+    modelfile.save(model, desc, out / "probe.pt")
+    expected = json.loads(probe.make_probe(model, desc)[probe.PROBE_FILE])
+    logits_range = max(expected["logits"]) - min(expected["logits"])
+    cam_range = max(expected["cam"]["values"]) - min(expected["cam"]["values"])
+    save_with_wrong_probe(model, desc, out / "probe_wrong_logits.pt", logits_offset=0.2 * logits_range)
+    save_with_wrong_probe(model, desc, out / "probe_wrong_cam.pt", cam_offset=0.2 * cam_range)
     crop = description()
     crop["input"].update(resize="center_crop", resize_shorter_to=48)
-    save_with_probe(model, crop, out / "probe_center_crop.pt")
+    modelfile.save(model, crop, out / "probe_center_crop.pt")
     reduced = tiny_model(seed=3)
-    export_model.to_bfloat16_before(reduced, STAGES, "features.2")
-    save_with_probe(reduced, dict(desc, precision={"reduced": "bfloat16", "before": "features.2"}),
-                    out / "probe_bf16.pt")
+    to_bfloat16_before(reduced, STAGES, "features.2")
+    modelfile.save(reduced, dict(desc, precision={"reduced": "bfloat16", "before": "features.2"}),
+                   out / "probe_bf16.pt")
 
 
 def model_input(image_path):
     """The tensor the library builds from a photo already at the input size."""
     pixels = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float32) / 255.0
     x = torch.from_numpy(pixels).permute(2, 0, 1)[None]
-    mean = torch.tensor(dermal_model.IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(dermal_model.IMAGENET_STD)[:, None, None]
+    mean = torch.tensor(modelfile.IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(modelfile.IMAGENET_STD)[:, None, None]
     return (x - mean) / std
 
 
@@ -214,7 +216,7 @@ def main(out):
     Image.fromarray(pixels).save(out / "tiny_input.png")
 
     model = tiny_model()
-    dermal_model.save(model, description(), out / "tiny.pt")
+    modelfile.save(model, description(), out / "tiny.pt")
     expected_outputs(model, out / "tiny_input.png", out / "tiny_expected.txt")
     expected_cams(model, out / "tiny_input.png", out / "tiny_cams.txt")
 
@@ -234,14 +236,14 @@ def main(out):
     save_unchecked(tiny_model(head=NaNHead()), description(), out / "nan_output.pt")
     # A valid archive whose description is not valid JSON.
     torch.jit.save(torch.jit.script(model), str(out / "malformed_json.pt"),
-                   _extra_files={dermal_model.DESCRIPTION_FILE: "{\"dermal_format\": 1,"})
+                   _extra_files={modelfile.DESCRIPTION_FILE: "{\"dermal_format\": 1,"})
     # Networks that are not image classifiers: a 1x5x16x20 map out, a second input wanted.
     save_unchecked(tiny_model(head=nn.Conv2d(16, len(LABELS), 1)), description(), out / "four_d_output.pt")
     save_unchecked(TwoInputs(), description(stages=["stem", "rest", "head"], cam_layer="rest"), out / "two_inputs.pt")
     # The tiny network at 512x512: one request's memory is large enough to measure.
     large = description()
     large["input"].update(width=512, height=512)
-    dermal_model.save(model, large, out / "tiny_512.pt")
+    modelfile.save(model, large, out / "tiny_512.pt")
     write_many_stages(out)
     write_probes(out)
     print(f"model fixtures written to {out}")

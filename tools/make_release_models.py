@@ -28,10 +28,9 @@ from torchvision.models.efficientnet import FusedMBConv, MBConv
 from torchvision.models.mobilenetv3 import InvertedResidual
 from torchvision.models.resnet import Bottleneck
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import export_model  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+PACKAGE_DIR = os.path.join(ROOT, "capi", "python")
 SAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "data", "samples", "*.jpg")))
 LABELS = "akiec,bcc,bkl,df,mel,nv,vasc"
 SIZE = "64"
@@ -59,16 +58,17 @@ def dermal_package():
     if not build:
         sys.exit("make_release_models: set DERMAL_BUILD_DIR to the CMake build directory")
     os.environ["DERMAL_LIBRARY"] = os.path.join(build, "capi", "libdermal_c.so")
-    sys.path.insert(0, os.path.join(ROOT, "capi", "python"))
+    sys.path.insert(0, PACKAGE_DIR)
     import dermal
+    import dermal.convert.torchvision  # noqa: F401  (dermal.convert.torchvision below)
     return dermal
 
 
-def damped_checkpoint(arch, path):
+def damped_checkpoint(dermal, arch, path):
     """Writes the state_dict of `arch` (7 classes) from seed 0 with each residual
     branch's last BatchNorm scale multiplied by RESIDUAL_SCALE."""
     torch.manual_seed(0)
-    net = export_model.build_torchvision(arch, len(LABELS.split(",")))
+    net = dermal.convert.torchvision.build_torchvision(arch, len(LABELS.split(",")))
     with torch.no_grad():
         for module in net.modules():
             if isinstance(module, Bottleneck):
@@ -100,18 +100,18 @@ def main(out):
     os.makedirs(out, exist_ok=True)
     for name, (arch, arguments) in EXPORTS.items():
         checkpoint = os.path.join(out, arch + ".pth")
-        damped_checkpoint(arch, checkpoint)
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export_model.py"), "--arch", arch, *arguments,
+        damped_checkpoint(dermal, arch, checkpoint)
+        subprocess.run([sys.executable, "-m", "dermal.convert", "torchvision", "--arch", arch, *arguments,
                         "--labels", LABELS, "--size", SIZE, "--checkpoint", checkpoint,
-                        "--calibrate-bn", str(export_model.DEFAULT_CALIBRATION_BATCHES),
-                        "--out", os.path.join(out, name)], check=True)
+                        "--calibrate-bn", str(dermal.convert.torchvision.DEFAULT_CALIBRATION_BATCHES),
+                        "--out", os.path.join(out, name)], check=True, env=dict(os.environ, PYTHONPATH=PACKAGE_DIR))
         os.remove(checkpoint)
     for name, source in BUNDLED.items():
         shutil.copyfile(source, os.path.join(out, name))
     manifest = {"torch": torch.__version__, "python": platform.python_version(), "models": {}}
     for name in [*EXPORTS, *BUNDLED]:
         manifest["models"][name] = {
-            "exported_by": "this release's tools/export_model.py" if name in EXPORTS else "torch 1.13 (bundled file)",
+            "exported_by": "this release's python3 -m dermal.convert torchvision" if name in EXPORTS else "torch 1.13 (bundled file)",
             "predictions": predictions(dermal, os.path.join(out, name)),
         }
     with open(os.path.join(out, "predictions.json"), "w") as f:

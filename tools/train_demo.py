@@ -2,7 +2,7 @@
 
   /usr/bin/python3 tools/train_demo.py [--seed 1] [--out examples/data]
 
-(about 4 minutes on 2 idle cores) writes OUT/demo-model.pt (a dermal model file, see dermal_model.py) and
+(about 4 minutes on 2 idle cores) writes OUT/demo-model.pt (a dermal model file, see modelfile.py) and
 OUT/samples/: two 640x480 JPEG photos per class (<class>_<n>.jpg) with their
 masks (<class>_<n>_mask.png), drawn from SAMPLE_SEED and chosen among those
 the saved model classifies correctly with probability > 0.9. Then, as
@@ -17,6 +17,7 @@ the masks that puts the true class's CAM maximum inside the lesion.
 """
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -25,8 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-import dermal_model
 import lesions
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "capi", "python"))
+from dermal.convert import modelfile  # noqa: E402  (imports the package: set DERMAL_LIBRARY)
 
 CLASSES = lesions.CLASSES
 SIZE = 128
@@ -37,8 +39,8 @@ SAMPLE_SEED = 9001
 TRAIN_SIZES = [(256, 256), (256, 256), (320, 240), (256, 256)]
 # Weight of the loss that pulls the true class's CAM maximum onto the lesion.
 POINTING_WEIGHT = 0.1
-MEAN = torch.tensor(dermal_model.IMAGENET_MEAN).view(1, 3, 1, 1)
-STD = torch.tensor(dermal_model.IMAGENET_STD).view(1, 3, 1, 1)
+MEAN = torch.tensor(modelfile.IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(modelfile.IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def _block(cin, cout, stride):
@@ -141,7 +143,7 @@ def predict(model, x_uint8, batch=100):
 def cam_hits(model, x_uint8, masks):
     """Per image: does the maximum of the predicted class's CAM,
     ReLU(sum_k w_ck A_k) upsampled bilinearly to the mask, lie in the mask?"""
-    weight = dermal_model.submodule(model, "head.2").weight
+    weight = modelfile.submodule(model, "head.2").weight
     hits = []
     with torch.no_grad():
         for x, mask in zip(x_uint8, masks):
@@ -248,11 +250,11 @@ def main(argv=None):
         t0 = time.time()
         model = train(args.seed, args.count, args.epochs)
         stages = stage_names(model)
-        description = dermal_model.make_description(
+        description = modelfile.make_description(
             name="dermal-demo", labels=CLASSES, width=SIZE, height=SIZE,
             stages=stages, cam_layer=stages[-2])
         os.makedirs(args.out, exist_ok=True)
-        dermal_model.save(model, description, path)
+        modelfile.save(model, description, path)
         print(f"saved {path} ({os.path.getsize(path)} bytes), "
               f"training took {time.time() - t0:.0f} s")
         write_samples(torch.jit.load(path), os.path.join(args.out, "samples"))

@@ -51,7 +51,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 BUILD = os.environ.get("DERMAL_BUILD_DIR", os.path.join(ROOT, "build"))
 MODEL = os.path.join(BUILD, "loadtest", "efficientnet_v2_s.pt")
-EXPORT = [sys.executable, os.path.join(ROOT, "tools", "export_model.py"), "--arch", "efficientnet_v2_s",
+EXPORT = [sys.executable, "-m", "dermal.convert", "torchvision", "--arch", "efficientnet_v2_s",
           "--seed", "0", "--labels", "akiec,bcc,bkl,df,mel,nv,vasc", "--size", "300", "--out", MODEL]
 MB = 1024 * 1024
 PSS_TARGET_MB = 420      # peak total PSS with 1 or 2 workers
@@ -320,7 +320,8 @@ def main():
     if not os.path.exists(MODEL):
         print(f"exporting the reference EfficientNetV2-S to {MODEL} (about a minute) ...", flush=True)
         os.makedirs(os.path.dirname(MODEL), exist_ok=True)
-        subprocess.run(EXPORT, check=True, timeout=900, stdout=subprocess.DEVNULL)
+        subprocess.run(EXPORT, check=True, timeout=900, stdout=subprocess.DEVNULL,
+                       env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "capi", "python")))
     images = photos()
     threads = os.environ.get("DERMAL_THREADS", "1")
     with open("/proc/loadavg") as f:

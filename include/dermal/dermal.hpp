@@ -103,7 +103,7 @@ struct ModelDescription {
   std::string cam_layer;            // the stage whose output Grad-CAM explains
   std::vector<std::string> frozen_only;  // stages not to optimise for inference (optional)
   // precision.reduced "bfloat16": the stages before the CAM layer compute in
-  // bfloat16 (tools/export_model.py --precision bf16). Loaded only on a CPU
+  // bfloat16 (python3 -m dermal.convert torchvision --precision bf16). Loaded only on a CPU
   // with native bfloat16 arithmetic; elsewhere it would run slower than float32.
   bool bfloat16 = false;
 };

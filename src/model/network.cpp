@@ -239,7 +239,7 @@ void check_readable_zip(const std::string& path) {
 }
 
 // A model file's probe: an image, and what the exporting framework computed
-// for it with oneDNN off (dermal_probe.json, written by the converters).
+// for it with oneDNN off (dermal_probe.json, written by dermal.convert.probe).
 struct Probe {
   Image image;
   std::vector<float> logits;
@@ -394,7 +394,7 @@ Prepared prepare(const std::string& path, const std::string& cam_layer, bool exp
   }
   if (extra[kDescriptionFile].empty())
     throw Error(ErrorCode::invalid_model,
-                fmt::format("\"{}\" has no {} description; export it with tools/export_model.py", path,
+                fmt::format("\"{}\" has no {} description; make one with python3 -m dermal.convert torchvision (or keras)", path,
                             kDescriptionFile));
   network->description = parse_description(extra[kDescriptionFile]);
   const ModelDescription& d = network->description;

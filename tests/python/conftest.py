@@ -8,6 +8,13 @@ import pytest
 
 PACKAGE_DIR = str(pathlib.Path(__file__).resolve().parents[2] / "capi" / "python")
 
+# The tools/ tests import the package's converters (dermal.convert) as they
+# are collected; importing the package loads the build's C library.
+if PACKAGE_DIR not in sys.path:
+    sys.path.insert(0, PACKAGE_DIR)
+if os.environ.get("DERMAL_BUILD_DIR"):
+    os.environ.setdefault("DERMAL_LIBRARY", os.path.join(os.environ["DERMAL_BUILD_DIR"], "capi", "libdermal_c.so"))
+
 
 def pytest_collection_modifyitems(items):
     for item in items:

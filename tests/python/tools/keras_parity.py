@@ -5,7 +5,7 @@
 
 For each case (family x file layout x input size) it writes the Keras file
 and the TensorFlow.js model from one description (tools/make_keras_fixtures.py),
-imports the Keras file with tools/import_keras.py, and compares on seeded
+imports the Keras file with python3 -m dermal.convert keras, and compares on seeded
 photos the logits and the Grad-CAM map of the imported TorchScript file (run
 stage by stage, as the library does) with those of tfjs-layers
 (tests/keras/run_tfjs.js). Prints the table; tests/python/tools/test_keras_import.py
@@ -25,7 +25,10 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")
 TOOLS = os.path.join(ROOT, "tools")
 TFJS_DIR = os.path.join(ROOT, "tests", "keras")
 sys.path.insert(0, TOOLS)
-import dermal_model  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "capi", "python"))  # and DERMAL_LIBRARY set, for `import dermal`
+from dermal.convert import modelfile  # noqa: E402
+
+import convert_command  # noqa: E402
 import make_keras_fixtures  # noqa: E402
 
 # family -> (Keras layer for Grad-CAM, pixel scale and offset the app applies)
@@ -90,28 +93,25 @@ def run_tfjs(tfjs_dir, inputs, cam_layer, work):
 
 def import_file(path, out, classes, scale, offset, extra=()):
     """Runs the importer as a user would; returns its exit status and stderr."""
-    result = subprocess.run([sys.executable, os.path.join(TOOLS, "import_keras.py"), path,
-                             "--labels", ",".join(f"class {i}" for i in range(classes)),
-                             "--scale", repr(scale), "--offset", repr(offset), "--out", out, *extra],
-                            capture_output=True, text=True)
-    return result
+    return convert_command.run("keras", path, "--labels", ",".join(f"class {i}" for i in range(classes)),
+                               "--scale", repr(scale), "--offset", repr(offset), "--out", out, *extra)
 
 
 def torch_logits_and_cam(model_path, inputs, cam_stage, classes):
     """Logits of the imported file run stage by stage, and the Grad-CAM recipe
     of the Keras apps at `cam_stage` (ReLU of the channels weighted by the
     spatially averaged gradient of the class logit), as HxW arrays."""
-    files = {dermal_model.DESCRIPTION_FILE: ""}
+    files = {modelfile.DESCRIPTION_FILE: ""}
     module = torch.jit.load(model_path, _extra_files=files)
-    stages = json.loads(files[dermal_model.DESCRIPTION_FILE])["stages"]
+    stages = json.loads(files[modelfile.DESCRIPTION_FILE])["stages"]
     split = stages.index(cam_stage) + 1
     logits, cams = [], []
     for image, target in zip(inputs, classes):
         x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)
         with torch.no_grad():
-            activation = dermal_model.run_stages(module, stages[:split], x)
+            activation = modelfile.run_stages(module, stages[:split], x)
         activation.requires_grad_(True)
-        out = dermal_model.run_stages(module, stages[split:], activation)
+        out = modelfile.run_stages(module, stages[split:], activation)
         (gradient,) = torch.autograd.grad(out[0, target], activation)
         weights = gradient.mean(dim=(2, 3), keepdim=True)
         cams.append(torch.relu((activation * weights).sum(1))[0].detach().numpy())
@@ -133,7 +133,7 @@ def compare(family, layout, size, work, keep_model=False):
     result = import_file(paths[layout], model_path, classes, scale, offset, ["--cam-layer", cam_layer])
     if result.returncode != 0:
         raise RuntimeError(f"import of {paths[layout]} failed: {result.stderr}")
-    description = dermal_model.load_description(model_path)
+    description = modelfile.load_description(model_path)
     logits, cams = torch_logits_and_cam(model_path, inputs, description["cam_layer"],
                                         [e["cam_class"] for e in expected])
     tfjs_logits = np.array([e["logits"] for e in expected])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-import dermal_model
+from dermal.convert import modelfile
 import lesions
 
 MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
@@ -21,30 +21,30 @@ def model():
 
 
 def test_description():
-    d = dermal_model.load_description(MODEL)
+    d = modelfile.load_description(MODEL)
     assert d["labels"] == lesions.CLASSES == ["melanoma", "nevus", "vascular"]
     assert d["stages"] == STAGES
     assert d["cam_layer"] == "features.4"
     assert d["output"] == "softmax"
     spec = d["input"]
     assert (spec["width"], spec["height"], spec["resize"]) == (128, 128, "stretch")
-    assert spec["mean"] == dermal_model.IMAGENET_MEAN
-    assert spec["std"] == dermal_model.IMAGENET_STD
+    assert spec["mean"] == modelfile.IMAGENET_MEAN
+    assert spec["std"] == modelfile.IMAGENET_STD
     assert os.path.getsize(MODEL) < 5 * 1024 * 1024
 
 
 def _input(image):
     """The library's preprocessing: bilinear stretch, /255, ImageNet mean/std."""
     x = np.asarray(image.resize((128, 128), Image.BILINEAR), np.float32) / 255.0
-    x = (x - np.array(dermal_model.IMAGENET_MEAN, np.float32)) / np.array(
-        dermal_model.IMAGENET_STD, np.float32)
+    x = (x - np.array(modelfile.IMAGENET_MEAN, np.float32)) / np.array(
+        modelfile.IMAGENET_STD, np.float32)
     return torch.from_numpy(x).permute(2, 0, 1)
 
 
 def test_stages_compose_to_forward_and_cam_layer_has_stride_8(model):
     x = torch.rand(2, 3, 128, 128)
     with torch.no_grad():
-        assert torch.allclose(model(x), dermal_model.run_stages(model, STAGES, x),
+        assert torch.allclose(model(x), modelfile.run_stages(model, STAGES, x),
                               atol=1e-5)
         assert model.features(x).shape[2:] == (16, 16)
 

@@ -1,26 +1,23 @@
-"""tools/export_model.py: exported files reload, describe themselves, and their
+"""python3 -m dermal.convert torchvision: exported files reload, describe themselves, and their
 stages compose to forward; checkpoints load exactly or are refused cleanly."""
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 from torch import nn
 import torchvision
 
-TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools")
-import dermal_model  # noqa: E402
+from dermal.convert import modelfile
 
-EXPORT = os.path.join(TOOLS, "export_model.py")
+import convert_command
+
 LABELS = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 SIZE = 64
 
 
 def run_export(*args):
-    return subprocess.run([sys.executable, EXPORT, "--labels", ",".join(LABELS),
-                           "--size", str(SIZE), *args],
-                          capture_output=True, text=True, timeout=120)
+    return convert_command.run("torchvision", "--labels", ",".join(LABELS), "--size", SIZE, *args, timeout=120)
 
 
 def export_ok(*args):
@@ -71,8 +68,8 @@ def exported(tmp_path_factory):
 def test_export_reloads_with_description_and_stage_chain(exported, arch):
     path = exported(arch)
     _, stages, cam_layer = CASES[arch]
-    description = dermal_model.load_description(path)
-    assert description["dermal_format"] == dermal_model.FORMAT_VERSION
+    description = modelfile.load_description(path)
+    assert description["dermal_format"] == modelfile.FORMAT_VERSION
     assert description["name"] == arch
     assert description["labels"] == LABELS
     assert description["stages"] == stages
@@ -80,8 +77,8 @@ def test_export_reloads_with_description_and_stage_chain(exported, arch):
     assert description["exported_by"] == {"torch": torch.__version__}
     spec = description["input"]
     assert (spec["width"], spec["height"]) == (SIZE, SIZE)
-    assert spec["mean"] == dermal_model.IMAGENET_MEAN
-    assert spec["std"] == dermal_model.IMAGENET_STD
+    assert spec["mean"] == modelfile.IMAGENET_MEAN
+    assert spec["std"] == modelfile.IMAGENET_STD
     assert spec["resize"] == ("center_crop" if arch == "resnet50" else "stretch")
     assert spec["resample"] == "bilinear"  # PIL's, the default of new exports
 
@@ -89,7 +86,7 @@ def test_export_reloads_with_description_and_stage_chain(exported, arch):
     x = torch.rand(2, 3, SIZE, SIZE)
     with torch.no_grad():
         whole = module(x)
-        staged = dermal_model.run_stages(module, stages, x)
+        staged = modelfile.run_stages(module, stages, x)
     assert whole.shape == (2, len(LABELS))
     torch.testing.assert_close(staged, whole, rtol=1e-4, atol=1e-5)
 
@@ -98,13 +95,13 @@ def test_seeded_efficientnet_is_calibrated(exported):
     """Without BatchNorm recalibration the CAM layer's output has std ~1e-6."""
     path = exported("efficientnet_v2_s")
     module = torch.jit.load(str(path))
-    stages = dermal_model.load_description(path)["stages"]
-    mean = torch.tensor(dermal_model.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(dermal_model.IMAGENET_STD).view(1, 3, 1, 1)
+    stages = modelfile.load_description(path)["stages"]
+    mean = torch.tensor(modelfile.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(modelfile.IMAGENET_STD).view(1, 3, 1, 1)
     x = (torch.rand(2, 3, 8, 8).repeat_interleave(SIZE // 8, 2)
          .repeat_interleave(SIZE // 8, 3) - mean) / std
     with torch.no_grad():
-        activation = dermal_model.run_stages(module, stages[:-1], x)
+        activation = modelfile.run_stages(module, stages[:-1], x)
     assert activation.std() > 1e-2
 
 
@@ -181,8 +178,8 @@ def test_the_library_gives_python_torchs_probabilities(exported, arch, tmp_path)
 
     path = exported(arch)
     pixels = torch.from_numpy(__import__("numpy").asarray(Image.open(photo_path), dtype="float32") / 255.0)
-    mean = torch.tensor(dermal_model.IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(dermal_model.IMAGENET_STD)[:, None, None]
+    mean = torch.tensor(modelfile.IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(modelfile.IMAGENET_STD)[:, None, None]
     x = ((pixels.permute(2, 0, 1) - mean) / std)[None]
     with torch.no_grad():
         expected = torch.softmax(torch.jit.load(str(path))(x), 1)[0].tolist()

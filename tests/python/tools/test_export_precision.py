@@ -1,35 +1,34 @@
-"""tools/export_model.py --precision bf16: the file reloads with the same
+"""python3 -m dermal.convert torchvision --precision bf16: the file reloads with the same
 description and stages, computes the stages before the CAM layer in bfloat16
 and the rest in float32, its stages still compose to forward, dermal loads it,
 the top-1 agreement it records is the one the two files give, and a file
 below --min-agreement is refused and not written."""
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 from torchvision.transforms import functional as TF
 
-import dermal_model
 import lesions
+from dermal.convert import modelfile
+
+import convert_command
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
-EXPORT = os.path.join(ROOT, "tools", "export_model.py")
 CLASSIFY = os.path.join(os.environ.get("DERMAL_BUILD_DIR", os.path.join(ROOT, "build")), "examples", "dermal-classify")
 LABELS = "akiec,bcc,bkl,df,mel,nv,vasc"
 SIZE = 160
 CAM_LAYER = "features.7"
 
 
-AGREEMENT_SEED = 2024  # as tools/export_model.py
+AGREEMENT_SEED = 2024  # as dermal.convert.torchvision
 
 
 def export(precision, out, *extra):
-    return subprocess.run(
-        [sys.executable, EXPORT, "--arch", "efficientnet_v2_s", "--seed", "0", "--labels", LABELS,
-         "--size", str(SIZE), "--threads", "1", "--precision", precision, "--out", out, *extra],
-        capture_output=True, text=True, timeout=300)
+    return convert_command.run(
+        "torchvision", "--arch", "efficientnet_v2_s", "--seed", "0", "--labels", LABELS,
+        "--size", SIZE, "--threads", "1", "--precision", precision, "--out", out, *extra, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def exports(tmp_path_factory):
     (bf16 written whatever its agreement). Not where ONEDNN_MAX_CPU_ISA holds
     oneDNN below bfloat16 (as on Debian 13 here): the exporter refuses there,
     as test_bf16_export_is_refused_under_a_onednn_cap_below_it checks."""
-    if not dermal_model.onednn_allows_bfloat16():
+    if not modelfile.onednn_allows_bfloat16():
         pytest.skip(f"ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']} holds oneDNN below bfloat16")
     out = tmp_path_factory.mktemp("precision")
     paths = {precision: str(out / f"{precision}.pt") for precision in ("fp32", "bf16")}
@@ -49,35 +48,35 @@ def exports(tmp_path_factory):
 
 
 def test_bf16_file_keeps_description_and_stages(exports):
-    bf16 = dermal_model.load_description(exports["bf16"])
+    bf16 = modelfile.load_description(exports["bf16"])
     precision = bf16.pop("precision")
-    assert bf16 == dermal_model.load_description(exports["fp32"])
+    assert bf16 == modelfile.load_description(exports["fp32"])
     assert precision["reduced"] == "bfloat16" and precision["before"] == CAM_LAYER
     assert precision["top1_agreement"]["images"] == 200
     assert os.path.getsize(exports["bf16"]) < 0.6 * os.path.getsize(exports["fp32"])
 
 
 def test_bf16_only_before_the_cam_layer_and_stages_compose(exports):
-    description = dermal_model.load_description(exports["bf16"])
+    description = modelfile.load_description(exports["bf16"])
     model = torch.jit.load(exports["bf16"])
     stages = description["stages"]
     split = stages.index(CAM_LAYER)
     for i, name in enumerate(stages):
-        dtypes = {p.dtype for p in dermal_model.submodule(model, name).parameters()}
+        dtypes = {p.dtype for p in modelfile.submodule(model, name).parameters()}
         assert dtypes == ({torch.bfloat16} if i < split else {torch.float32}), name
     x = torch.rand(2, 3, SIZE, SIZE)
     with torch.no_grad():
-        activation = dermal_model.run_stages(model, stages[:split + 1], x)
+        activation = modelfile.run_stages(model, stages[:split + 1], x)
         assert activation.dtype == torch.float32
-        assert torch.equal(model(x), dermal_model.run_stages(model, stages, x))
+        assert torch.equal(model(x), modelfile.run_stages(model, stages, x))
 
 
 def test_recorded_agreement_is_what_the_two_files_give(exports):
-    recorded = dermal_model.load_description(exports["bf16"])["precision"]["top1_agreement"]
+    recorded = modelfile.load_description(exports["bf16"])["precision"]["top1_agreement"]
     photos = lesions.generate(AGREEMENT_SEED, recorded["images"], SIZE, SIZE)
     images = torch.stack([TF.to_tensor(image.convert("RGB")) for _, _, image, _ in photos])
-    mean = torch.tensor(dermal_model.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(dermal_model.IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(modelfile.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(modelfile.IMAGENET_STD).view(1, 3, 1, 1)
     models = {p: torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.load(path).eval()))
               for p, path in exports.items()}
     with torch.inference_mode():
@@ -87,7 +86,7 @@ def test_recorded_agreement_is_what_the_two_files_give(exports):
 
 
 def test_below_min_agreement_is_refused_and_not_written(exports, tmp_path):
-    recorded = dermal_model.load_description(exports["bf16"])["precision"]["top1_agreement"]
+    recorded = modelfile.load_description(exports["bf16"])["precision"]["top1_agreement"]
     assert recorded["agreeing"] < recorded["images"], "this seeded network's bf16 export is not exact"
     out = tmp_path / "refused.pt"
     just_above = (recorded["agreeing"] + 1) / recorded["images"]
@@ -112,12 +111,12 @@ def test_dermal_loads_bf16_only_where_the_cpu_computes_it_natively(exports, tmp_
 
     overlay = tmp_path / "overlay.jpg"
     result = classify(overlay)
-    if not dermal_model.native_bfloat16():
+    if not modelfile.native_bfloat16():
         assert result.returncode != 0
         assert "this CPU has no native bfloat16" in result.stderr
         assert not overlay.exists()
         return
-    if dermal_model.onednn_allows_bfloat16():
+    if modelfile.onednn_allows_bfloat16():
         assert result.returncode == 0, result.stderr
         assert overlay.stat().st_size > 0
     capped = tmp_path / "capped.jpg"
@@ -133,10 +132,10 @@ def test_dermal_loads_bf16_only_where_the_cpu_computes_it_natively(exports, tmp_
 
 def test_bf16_export_is_refused_under_a_onednn_cap_below_it(tmp_path):
     out = tmp_path / "capped.pt"
-    result = subprocess.run(
-        [sys.executable, EXPORT, "--arch", "efficientnet_v2_s", "--seed", "0", "--labels", LABELS,
-         "--size", "32", "--precision", "bf16", "--out", str(out)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    result = convert_command.run(
+        "torchvision", "--arch", "efficientnet_v2_s", "--seed", "0", "--labels", LABELS,
+        "--size", "32", "--precision", "bf16", "--out", out, timeout=120,
+        env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"})
     assert result.returncode == 2
     assert "--precision bf16: ONEDNN_MAX_CPU_ISA=AVX2 keeps oneDNN from bfloat16 instructions" in result.stderr
     assert "nothing written" in result.stderr
@@ -150,23 +149,23 @@ def test_native_bfloat16_reads_the_flags_line(tmp_path):
                            ("flags\t\t: fpu avx512f avx512_bf16x\nbugs\t\t: avx512_bf16\n", ""),
                            ("", "")):
         cpuinfo.write_text(text)
-        assert dermal_model.native_bfloat16(str(cpuinfo)) == expected
-    assert dermal_model.native_bfloat16(str(tmp_path / "absent")) == ""
+        assert modelfile.native_bfloat16(str(cpuinfo)) == expected
+    assert modelfile.native_bfloat16(str(tmp_path / "absent")) == ""
 
 
 def test_the_onednn_isa_cap_is_read_as_onednn_reads_it():
-    assert dermal_model.onednn_isa_cap({}) == ("", "")
-    assert dermal_model.onednn_isa_cap({"ONEDNN_MAX_CPU_ISA": "", "DNNL_MAX_CPU_ISA": ""}) == ("", "")
-    assert dermal_model.onednn_isa_cap({"DNNL_MAX_CPU_ISA": "AVX2"}) == ("DNNL_MAX_CPU_ISA", "AVX2")
-    assert dermal_model.onednn_isa_cap({"ONEDNN_MAX_CPU_ISA": "", "DNNL_MAX_CPU_ISA": "AVX2"}) == \
+    assert modelfile.onednn_isa_cap({}) == ("", "")
+    assert modelfile.onednn_isa_cap({"ONEDNN_MAX_CPU_ISA": "", "DNNL_MAX_CPU_ISA": ""}) == ("", "")
+    assert modelfile.onednn_isa_cap({"DNNL_MAX_CPU_ISA": "AVX2"}) == ("DNNL_MAX_CPU_ISA", "AVX2")
+    assert modelfile.onednn_isa_cap({"ONEDNN_MAX_CPU_ISA": "", "DNNL_MAX_CPU_ISA": "AVX2"}) == \
         ("DNNL_MAX_CPU_ISA", "AVX2")
-    assert dermal_model.onednn_isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16", "DNNL_MAX_CPU_ISA": "AVX2"}) == \
+    assert modelfile.onednn_isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16", "DNNL_MAX_CPU_ISA": "AVX2"}) == \
         ("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
 
 
 def test_onednn_isa_caps_below_bfloat16_rule_it_out():
-    assert dermal_model.onednn_allows_bfloat16("")
-    assert dermal_model.onednn_allows_bfloat16("AVX512_CORE_BF16")
-    assert dermal_model.onednn_allows_bfloat16("avx512_core_amx")
-    assert not dermal_model.onednn_allows_bfloat16("avx2")
-    assert not dermal_model.onednn_allows_bfloat16("AVX512_CORE")
+    assert modelfile.onednn_allows_bfloat16("")
+    assert modelfile.onednn_allows_bfloat16("AVX512_CORE_BF16")
+    assert modelfile.onednn_allows_bfloat16("avx512_core_amx")
+    assert not modelfile.onednn_allows_bfloat16("avx2")
+    assert not modelfile.onednn_allows_bfloat16("AVX512_CORE")

@@ -1,4 +1,4 @@
-"""tools/import_keras.py: imported models against TensorFlow.js, through the
+"""python3 -m dermal.convert keras: imported models against TensorFlow.js, through the
 library, and every refusal.
 
 The parity cases write each family's Keras files and its TensorFlow.js model
@@ -7,8 +7,6 @@ compare logits and the Grad-CAM recipe of Keras apps with tfjs-layers
 (tests/keras, installed by `npm ci --prefix tests/keras`).
 """
 import os
-import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -20,7 +18,6 @@ import make_keras_fixtures as fixtures
 from make_keras_fixtures import Maker, Model
 
 ROOT = keras_parity.ROOT
-IMPORTER = os.path.join(ROOT, "tools", "import_keras.py")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +55,7 @@ def test_efficientnet_v2_s_at_300_equals_tfjs(work):
 
 
 def _stages(path):
-    return keras_parity.dermal_model.load_description(path)
+    return keras_parity.modelfile.load_description(path)
 
 
 def test_stages_are_named_after_keras_layers(work):
@@ -139,10 +136,9 @@ def test_trained_demo_as_keras_imports_to_the_demo_models_scores_and_maps(tmp_pa
 # ---------------------------------------------------------------- options and description
 
 def run_importer(source, out, *options, labels="a,b,c,d,e,f,g"):
-    args = [sys.executable, IMPORTER, source, "--out", out, *options]
     if labels is not None:
-        args += ["--labels", labels]
-    return subprocess.run(args, capture_output=True, text=True)
+        options += ("--labels", labels)
+    return keras_parity.convert_command.run("keras", source, "--out", out, *options)
 
 
 @pytest.fixture(scope="module")
@@ -291,11 +287,11 @@ def test_only_tensors_made_in_a_stage_are_overwritten_in_place(tmp_path):
 def assert_refused(result, out, *fragments):
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("import_keras: error: ") and "nothing written" in result.stderr
+    assert result.stderr.startswith("python3 -m dermal.convert keras: error: ") and "nothing written" in result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr
     assert not os.path.exists(out)
-    leftovers = [n for n in os.listdir(os.path.dirname(out)) if n.startswith(".import_keras-")]
+    leftovers = [n for n in os.listdir(os.path.dirname(out)) if n.startswith(keras_parity.modelfile.TEMPORARY_PREFIX)]
     assert not leftovers
 
 

@@ -12,7 +12,7 @@ import torchvision.transforms as T
 from PIL import Image, ImageOps
 from torch import nn
 
-import dermal_model
+from dermal.convert import modelfile
 import lesions
 from make_resample_fixtures import FILTERS
 
@@ -63,10 +63,10 @@ def model_files(tmp_path_factory):
 def model_file(network, directory, resize, resample):
     path = directory / f"{resize}-{resample}.pt"
     if not path.exists():
-        description = dermal_model.make_description(
+        description = modelfile.make_description(
             "demo-like", LABELS, WIDTH, HEIGHT, STAGES, "features.2", resize=resize,
             resize_shorter_to=SHORTER if resize == "center_crop" else None, resample=resample)
-        dermal_model.save(network, description, path)
+        modelfile.save(network, description, path)
     return path
 
 
@@ -80,7 +80,7 @@ def app_probabilities(network, photo, resize, resample):
     else:
         resized = ImageOps.fit(photo, (WIDTH, HEIGHT), FILTERS[resample])
     pixels = np.asarray(resized, dtype=np.float32) * np.float32(1.0 / 255.0)
-    pixels = (pixels - np.array(dermal_model.IMAGENET_MEAN, np.float32)) / np.array(dermal_model.IMAGENET_STD,
+    pixels = (pixels - np.array(modelfile.IMAGENET_MEAN, np.float32)) / np.array(modelfile.IMAGENET_STD,
                                                                                     np.float32)
     with torch.no_grad():
         return torch.softmax(network(torch.from_numpy(pixels).permute(2, 0, 1)[None]), 1)[0].numpy()
@@ -115,9 +115,9 @@ def test_float_bilinear_would_not_pass(dermal, network, photo, tmp_path):
     misses the app's probabilities by more than the tolerance: the test above
     can tell one resize from the other."""
     expected = app_probabilities(network, photo, "stretch", "bilinear")
-    description = dermal_model.make_description("demo-like", LABELS, WIDTH, HEIGHT, STAGES, "features.2")
+    description = modelfile.make_description("demo-like", LABELS, WIDTH, HEIGHT, STAGES, "features.2")
     path = tmp_path / "float.pt"
-    dermal_model.save(network, description, path)
+    modelfile.save(network, description, path)
     got = library_probabilities(dermal, path, encoded(photo, "PNG"))
     assert np.abs(got - expected).max() > 10 * TOLERANCE
 
@@ -125,10 +125,10 @@ def test_float_bilinear_would_not_pass(dermal, network, photo, tmp_path):
 def test_fit_heatmap_lies_on_the_fitted_box(dermal, network, photo, tmp_path):
     """ImageOps.fit of the 1024x768 photo to 56x40 uses rows 18.3..749.7: the
     heatmap is zero above and below them and not zero within."""
-    description = dermal_model.make_description("demo-like", LABELS, WIDTH, HEIGHT, STAGES, "features.2",
+    description = modelfile.make_description("demo-like", LABELS, WIDTH, HEIGHT, STAGES, "features.2",
                                                 resize="fit", resample="lanczos")
     path = tmp_path / "fit.pt"
-    dermal_model.save(network, description, path)
+    modelfile.save(network, description, path)
     with dermal.Model(str(path)) as model:
         heatmap = model.predict(encoded(photo, "PNG"), overlay=False, full_heatmap=True).explanations[0].full_heatmap
     assert heatmap.shape == (768, 1024)

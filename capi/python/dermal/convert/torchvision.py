@@ -1,7 +1,6 @@
-#!/usr/bin/python3
 """Exports a torchvision classification network as a dermal model file.
 
-    /usr/bin/python3 tools/export_model.py --arch efficientnet_v2_s \
+    python3 -m dermal.convert torchvision --arch efficientnet_v2_s \
         --labels akiec,bcc,bkl,df,mel,nv,vasc --size 300 \
         (--checkpoint model.pth | --seed 0) --out model.pt \
         [--cam-layer features.6] [--resize stretch|center_crop|fit]
@@ -28,20 +27,18 @@ import sys
 import time
 
 import torch
-from torch import nn
 import torchvision
+from torch import nn
 from torchvision.transforms import functional as TF
 
-import dermal_model
+from . import Refusal, modelfile
 
 CALIBRATION_BATCH = 8
 AGREEMENT_SEED = 2024  # photos used neither for calibration nor elsewhere
 DEFAULT_CALIBRATION_BATCHES = 4
-LESIONS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lesions.py")
-
-
-class Refusal(Exception):
-    """An input the exporter refuses; the message is shown to the user as is."""
+# The generated lesion photos of a source checkout (this file is
+# capi/python/dermal/convert/torchvision.py there); an installed package has none.
+LESIONS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), *[os.pardir] * 4, "tools", "lesions.py")
 
 
 def _named(*pairs):
@@ -222,8 +219,9 @@ def _smooth_noise_images(seed, count, size):
 
 
 def calibration_images(seed, count, size):
-    """(count×3×size×size tensor in [0, 1], source name): images from
-    tools/lesions.py if that file exists, else smooth random images."""
+    """(count×3×size×size tensor in [0, 1], source name): images from a
+    checkout's tools/lesions.py if this package runs from one, else smooth
+    random images."""
     if os.path.exists(LESIONS_FILE):
         return _lesion_images(seed, count, size), "tools/lesions.py"
     return _smooth_noise_images(seed, count, size), "smooth random images"
@@ -263,7 +261,7 @@ def to_bfloat16_before(model, stages, cam_layer):
     """Replaces each stage before `cam_layer` by its Bfloat16Stage, in place."""
     for name in stages[:stages.index(cam_layer)]:
         parent, _, child = name.rpartition(".")
-        holder = dermal_model.submodule(model, parent) if parent else model
+        holder = modelfile.submodule(model, parent) if parent else model
         setattr(holder, child, Bfloat16Stage(getattr(holder, child)))
 
 
@@ -272,10 +270,10 @@ def top1_agreement(float32_model, reduced_model, count, size):
     networks, prepared and run as dermal does on this torch, rank the same class first."""
     images, source = calibration_images(AGREEMENT_SEED, count, size)
     optimised = [torch.jit.freeze(torch.jit.script(m.eval())) for m in (float32_model, reduced_model)]
-    if dermal_model.optimises_for_inference(torch.__version__):
+    if modelfile.optimises_for_inference(torch.__version__):
         optimised = [torch.jit.optimize_for_inference(m) for m in optimised]
     agreeing = 0
-    with torch.inference_mode(), torch.jit.optimized_execution(dermal_model.optimises_for_inference(torch.__version__)):
+    with torch.inference_mode(), torch.jit.optimized_execution(modelfile.optimises_for_inference(torch.__version__)):
         for start in range(0, count, CALIBRATION_BATCH):
             x = normalize(images[start:start + CALIBRATION_BATCH])
             first, second = (m(x).argmax(1) for m in optimised)
@@ -284,13 +282,16 @@ def top1_agreement(float32_model, reduced_model, count, size):
 
 
 def normalize(images):
-    mean = torch.tensor(dermal_model.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(dermal_model.IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(modelfile.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(modelfile.IMAGENET_STD).view(1, 3, 1, 1)
     return (images - mean) / std
 
 
+PROG = "python3 -m dermal.convert torchvision"
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", required=True, choices=sorted(ARCHITECTURES))
     parser.add_argument("--labels", required=True,
                         help="comma-separated class names, in the order of the outputs")
@@ -340,8 +341,8 @@ def parse_args(argv):
 def export(args):
     """Writes the model file described by `args`; returns a summary for the user."""
     started = time.monotonic()
-    if args.precision == "bf16" and not dermal_model.onednn_allows_bfloat16():
-        raise Refusal(f"--precision bf16: {'='.join(dermal_model.onednn_isa_cap())} keeps oneDNN from "
+    if args.precision == "bf16" and not modelfile.onednn_allows_bfloat16():
+        raise Refusal(f"--precision bf16: {'='.join(modelfile.onednn_isa_cap())} keeps oneDNN from "
                       "bfloat16 instructions, so the agreement with float32 cannot be measured here (LibTorch 1.13 "
                       "then fails on bfloat16 convolutions, 2.6 emulates them very slowly); export in a process "
                       "without that setting; nothing written")
@@ -357,7 +358,7 @@ def export(args):
         raise Refusal(f"--cam-layer {cam_layer!r} is not a stage of {args.arch}; "
                       f"valid: {', '.join(stages)}")
     try:
-        description = dermal_model.make_description(
+        description = modelfile.make_description(
             args.arch, labels, args.size, args.size, stages, cam_layer, resize=args.resize,
             resample=args.resample)
     except ValueError as e:
@@ -384,13 +385,13 @@ def export(args):
         if agreeing / count < args.min_agreement:
             raise Refusal(f"{finding}, below --min-agreement {args.min_agreement:.1%}; nothing written")
         summary.append(finding)
-        native = dermal_model.native_bfloat16()
+        native = modelfile.native_bfloat16()
         summary.append(f"this CPU computes bfloat16 natively ({native})" if native else
                        "this CPU has no native bfloat16 (neither avx512_bf16 nor amx_bf16): dermal refuses to "
                        "load the file here, as it would run slower than float32; it loads on CPUs that have one")
         description["precision"] = {"reduced": "bfloat16", "before": cam_layer,
                                     "top1_agreement": {"images": count, "agreeing": agreeing, "source": source}}
-    dermal_model.save(model, description, args.out)
+    modelfile.save(model, description, args.out)
     parameters = sum(p.numel() for p in model.parameters())
     summary.append(f"wrote {args.out}: {os.path.getsize(args.out) / 1e6:.1f} MB, "
                    f"{parameters:,} parameters, {len(stages)} stages, "
@@ -405,7 +406,7 @@ def main(argv=None):
     try:
         print(export(args))
     except Refusal as e:
-        print(f"export_model: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,4 +1,5 @@
-"""The dermal model file: a TorchScript archive with its description in `dermal.json`.
+"""The one writer of dermal model files, shared by every converter: a
+TorchScript archive with its description in `dermal.json`.
 
 A dermal model is a scripted module whose forward equals running its `stages`
 one after another; each stage is a submodule named by a dotted path. The
@@ -7,11 +8,15 @@ to it run without autograd, the rest with autograd for Grad-CAM.
 """
 import json
 import os
+import tempfile
 
 import torch
 
+from . import probe
+
 FORMAT_VERSION = 1
 DESCRIPTION_FILE = "dermal.json"
+TEMPORARY_PREFIX = ".dermal-convert-"  # a file being written, beside its destination
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -126,11 +131,14 @@ def stages_wrongly_optimised(scripted, stages, x):
 
 
 def save(module, description, path):
-    """Scripts `module` (eval mode) and writes it with its description.
+    """Scripts `module` (eval mode) and writes it with its description to
+    `path`, whole or not at all: through a temporary file in the same
+    directory, renamed over `path` only once it is complete.
 
     Checks that running the stages one by one equals the module's forward,
     and lists in the description's "frozen_only" the stages the library must
-    not optimise for inference."""
+    not optimise for inference; raises ValueError naming what is wrong. The
+    file carries a probe (dermal.convert.probe) that the library checks at load."""
     module = module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
@@ -147,11 +155,23 @@ def save(module, description, path):
     scripted = torch.jit.script(module)
     description = dict(description, frozen_only=stages_wrongly_optimised(scripted, description["stages"], x),
                        exported_by={"torch": torch.__version__})
-    torch.jit.save(scripted, str(path),
-                   _extra_files={DESCRIPTION_FILE: json.dumps(description, indent=1)})
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=".pt", dir=directory)
+    os.close(handle)
+    try:
+        torch.jit.save(scripted, temporary, _extra_files={DESCRIPTION_FILE: json.dumps(description, indent=1),
+                                                          **probe.make_probe(module, description)})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 def load_description(path):
+    """The description dict stored in the model file at `path`."""
     files = {DESCRIPTION_FILE: ""}
     torch.jit.load(str(path), _extra_files=files)
     return json.loads(files[DESCRIPTION_FILE])

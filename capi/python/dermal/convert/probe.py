@@ -1,4 +1,5 @@
-"""The probe a dermal model file carries: proof, checked at every load, that
+"""The probe every model file the converters write carries (modelfile.save
+adds it): proof, checked at every load, that
 the library's graphs compute what the exporting framework computed.
 
 Two extra files of the TorchScript archive:
