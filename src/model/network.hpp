@@ -87,7 +87,7 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
 // values' range: float32 graphs on other kernels (oneDNN's, ATen's) than the
 // exporter's, or bfloat16 ones (the stages before the CAM layer rounded).
 constexpr double kProbeToleranceFloat32 = 1e-3;
-constexpr double kProbeToleranceBfloat16 = 5e-2;
+constexpr double kProbeToleranceBfloat16 = 0.5;  // docs/numerics-probe.md: a bf16 export measured 0.21
 
 // Whether a CPU computes bfloat16 natively, from its /proc/cpuinfo text: a
 // "flags" line with avx512_bf16 or amx_bf16 (on other CPUs LibTorch's bfloat16
