@@ -57,6 +57,10 @@ int main(int argc, char** argv) {
       out["load"][std::string(name) + "_ms"] = part.ms;
       out["load"][std::string(name) + "_page_faults"] = part.page_faults;
     }
+    const dermal::ProbeComparison& probe = network->probe_comparison;  // fractions of the expected range
+    out["probe"] = {{"result", dermal::probe_result_name(network->probe_result)},
+                    {"logits_difference", probe.logits_difference}, {"cam_difference", probe.cam_difference},
+                    {"tolerance", probe.tolerance}};
 
     const std::int64_t request_faults = dermal::minor_page_faults();
     const auto request_start = Clock::now();

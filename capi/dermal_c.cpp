@@ -48,6 +48,7 @@ DERMAL_SAME_NUMBER(DERMAL_OUT_OF_MEMORY, out_of_memory);
 DERMAL_SAME_NUMBER(DERMAL_INTERNAL, internal);
 DERMAL_SAME_NUMBER(DERMAL_EXPLAIN_DISABLED, explain_disabled);
 DERMAL_SAME_NUMBER(DERMAL_BUSY, busy);
+DERMAL_SAME_NUMBER(DERMAL_NUMERICS_MISMATCH, numerics_mismatch);
 #undef DERMAL_SAME_NUMBER
 
 thread_local std::string last_error_text;
@@ -131,7 +132,7 @@ int dermal_abi_version(void) { return DERMAL_ABI_VERSION; }
 const char* dermal_version_string(void) { return DERMAL_VERSION_STRING; }
 
 const char* dermal_status_name(dermal_status status) {
-  if (status < DERMAL_OK || status > DERMAL_BUSY) return "unknown";
+  if (status < DERMAL_OK || status > DERMAL_NUMERICS_MISMATCH) return "unknown";
   return dermal::error_code_name(static_cast<ErrorCode>(status));
 }
 
@@ -331,6 +332,13 @@ dermal_status dermal_model_weight_bytes(const dermal_model* model, uint64_t* byt
   return guarded([&] {
     const dermal_model& m = required(model, "model");
     required(bytes, "bytes") = m.model.weight_bytes();
+  });
+}
+
+dermal_status dermal_model_probe_result(const dermal_model* model, const char** result) {
+  return guarded([&] {
+    const dermal_model& m = required(model, "model");
+    required(result, "result") = dermal::probe_result_name(m.model.probe_result());
   });
 }
 

@@ -20,6 +20,7 @@ const char* error_code_name(ErrorCode code) {
     case ErrorCode::internal: return "internal";
     case ErrorCode::explain_disabled: return "explain_disabled";
     case ErrorCode::busy: return "busy";
+    case ErrorCode::numerics_mismatch: return "numerics_mismatch";
   }
   return "unknown";
 }

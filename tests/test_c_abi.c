@@ -48,6 +48,7 @@ static void test_library_queries(void) {
   CHECK(strlen(dermal_version_string()) > 0);
   CHECK(strcmp(dermal_status_name(DERMAL_INVALID_IMAGE), "invalid_image") == 0);
   CHECK(strcmp(dermal_status_name(DERMAL_BUSY), "busy") == 0);
+  CHECK(strcmp(dermal_status_name(DERMAL_NUMERICS_MISMATCH), "numerics_mismatch") == 0);
   CHECK(strcmp(dermal_status_name((dermal_status)99), "unknown") == 0);
   CHECK_STATUS(dermal_memory_status(&current, &peak), DERMAL_OK);
   CHECK(current > 0 && peak >= current);
@@ -310,6 +311,29 @@ static void test_loading(const char* models) {
   dermal_model_free(model);
 }
 
+/* The probe a model file carries (tools/dermal_probe.py), checked at load. */
+static void test_probe(const char* models) {
+  char path[4096];
+  dermal_model* model = NULL;
+  const char* probe_result = NULL;
+
+  snprintf(path, sizeof path, "%s/probe.pt", models);
+  CHECK_STATUS(dermal_model_open(path, NULL, &model), DERMAL_OK);
+  CHECK_STATUS(dermal_model_probe_result(model, NULL), DERMAL_INVALID_ARGUMENT);
+  CHECK_STATUS(dermal_model_probe_result(model, &probe_result), DERMAL_OK);
+  CHECK(probe_result != NULL && strcmp(probe_result, "passed") == 0);
+  CHECK_STATUS(dermal_model_unload(model), DERMAL_OK);
+  CHECK_STATUS(dermal_model_probe_result(model, &probe_result), DERMAL_OK);
+  CHECK(probe_result != NULL && strcmp(probe_result, "none") == 0);
+  dermal_model_free(model);
+
+  snprintf(path, sizeof path, "%s/probe_wrong_logits.pt", models);
+  CHECK_STATUS(dermal_model_open(path, NULL, &model), DERMAL_NUMERICS_MISMATCH);
+  CHECK(model == NULL);
+  CHECK(strstr(dermal_last_error(), "largest difference") != NULL);
+  CHECK(strstr(dermal_last_error(), "ONEDNN_MAX_CPU_ISA=AVX2") != NULL);
+}
+
 int main(int argc, char** argv) {
   char path[4096];
   unsigned char* photo;
@@ -334,6 +358,7 @@ int main(int argc, char** argv) {
     test_bad_arguments(model, photo, photo_size);
   }
   test_loading(argv[1]);
+  test_probe(argv[1]);
 
   /* Every free accepts NULL. */
   dermal_model_free(NULL);

@@ -103,3 +103,95 @@ TEST_CASE("a frozen_only stage runs as a frozen graph of its own between optimis
     check_logits(*network);
   }
 }
+
+// Probes (tools/dermal_probe.py): a picture and what Python torch computed
+// for it with oneDNN off, compared at load with what the graphs compute.
+namespace {
+
+// The load's failure, or "" when it loads.
+std::pair<dermal::ErrorCode, std::string> load_failure(const std::string& file, const dermal::LoadFaults& faults = {},
+                                                       bool explain = true) {
+  try {
+    dermal::load_network(kModels + "/" + file, "", explain, faults);
+  } catch (const dermal::Error& e) {
+    return {e.code(), e.what()};
+  }
+  return {dermal::ErrorCode::ok, ""};
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("a file with a probe that its graphs compute loads, with explain on and off, and one without has none") {
+  for (const bool explain : {true, false}) {
+    CHECK(dermal::load_network(kModels + "/probe.pt", "", explain)->probe_result == dermal::ProbeResult::passed);
+    CHECK(dermal::load_network(kModels + "/probe_center_crop.pt", "", explain)->probe_result ==
+          dermal::ProbeResult::passed);
+  }
+  const auto network = dermal::load_network(kModels + "/probe.pt", "", true);
+  CHECK(network->optimised == kOptimises);
+  CHECK(dermal::load_network(kModels + "/many_stages_frozen_only.pt", "", true)->probe_result ==
+        dermal::ProbeResult::none);  // written without the writer: no probe
+}
+
+TEST_CASE("a file whose probe's logits or CAM map are perturbed is refused, naming the difference and the remedy") {
+  const auto [code, message] = load_failure("probe_wrong_logits.pt");
+  INFO(message);
+  CHECK(code == dermal::ErrorCode::numerics_mismatch);
+  CHECK(contains(message, "the file's probe as its exporter did"));
+  CHECK(contains(message, "largest difference: logits 0.2"));  // the offset: a fifth of the logits' range
+  CHECK(contains(message, "oneDNN ran with this CPU's"));
+  CHECK(contains(message, "try setting ONEDNN_MAX_CPU_ISA=AVX2"));
+  CHECK(contains(message, kOptimises ? "neither the optimised nor the frozen graphs compute" : "the graphs do not compute"));
+
+  const auto [cam_code, cam_message] = load_failure("probe_wrong_cam.pt");
+  INFO(cam_message);
+  CHECK(cam_code == dermal::ErrorCode::numerics_mismatch);
+  CHECK(contains(cam_message, "Grad-CAM map of"));
+  CHECK(contains(cam_message, "0.2 of its range"));
+  // With explain off the map is not computed: only the logits are compared.
+  CHECK(load_failure("probe_wrong_cam.pt", {}, false).first == dermal::ErrorCode::ok);
+}
+
+TEST_CASE("optimised graphs that disagree with the probe are replaced by frozen ones that agree") {
+  const dermal::LoadFaults wrong{/*optimised_graphs_wrong=*/true};
+  const auto network = dermal::load_network(kModels + "/probe.pt", "", true, wrong);
+  if (kOptimises) {
+    CHECK(network->probe_result == dermal::ProbeResult::frozen_fallback);
+    CHECK_FALSE(network->optimised);
+    for (const auto& graph : network->before) CHECK_FALSE(optimised(graph));
+  } else {  // nothing is optimised, so nothing is wrong
+    CHECK(network->probe_result == dermal::ProbeResult::passed);
+  }
+  // A perturbed expectation is refused all the same: the frozen graphs disagree too.
+  CHECK(load_failure("probe_wrong_logits.pt", wrong).first == dermal::ErrorCode::numerics_mismatch);
+}
+
+TEST_CASE("a bfloat16 file's probe passes with the bfloat16 tolerance where bfloat16 files load") {
+  const auto [code, message] = load_failure("probe_bf16.pt");
+  INFO(message);
+  if (code == dermal::ErrorCode::invalid_model) {  // no native bfloat16 here, or an ISA cap below it
+    CHECK(contains(message, "bfloat16"));
+    return;
+  }
+  CHECK(code == dermal::ErrorCode::ok);
+  CHECK(dermal::load_network(kModels + "/probe_bf16.pt", "", true)->probe_result == dermal::ProbeResult::passed);
+}
+
+TEST_CASE("a Model shows its probe's result, and refuses a file whose probe fails with numerics_mismatch") {
+  dermal::Model model(kModels + "/probe.pt");
+  CHECK(model.probe_result() == dermal::ProbeResult::passed);
+  CHECK(std::string(dermal::probe_result_name(model.probe_result())) == "passed");
+  model.unload();
+  CHECK(model.probe_result() == dermal::ProbeResult::none);
+  CHECK(dermal::Model(kModels + "/tiny.pt").probe_result() == dermal::ProbeResult::passed);  // the writer adds one
+  CHECK(dermal::Model(kModels + "/many_stages_frozen_only.pt").probe_result() == dermal::ProbeResult::none);
+  try {
+    dermal::Model wrong(kModels + "/probe_wrong_logits.pt");
+    FAIL("loaded");
+  } catch (const dermal::Error& e) {
+    CHECK(e.code() == dermal::ErrorCode::numerics_mismatch);
+    CHECK(std::string(dermal::error_code_name(e.code())) == "numerics_mismatch");
+  }
+}

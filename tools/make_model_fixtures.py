@@ -15,7 +15,8 @@ from PIL import Image
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "capi", "python"))
-from dermal.convert import modelfile  # noqa: E402  (imports the package: set DERMAL_LIBRARY)
+from dermal.convert import modelfile, probe  # noqa: E402  (imports the package: set DERMAL_LIBRARY)
+from dermal.convert.torchvision import to_bfloat16_before  # noqa: E402
 import make_cam_fixtures  # noqa: E402  (each CAM variant written from its paper)
 
 LABELS = ["akiec", "bcc", "mel", "nv", "vasc"]
@@ -129,6 +130,42 @@ def save_unchecked(model, desc, path):
     """Writes a model file as given, without the exporter's checks (for broken fixtures)."""
     extra = {} if desc is None else {modelfile.DESCRIPTION_FILE: json.dumps(desc)}
     torch.jit.save(torch.jit.script(model.eval()), str(path), _extra_files=extra)
+
+
+def save_with_wrong_probe(model, desc, path, logits_offset=0.0, cam_offset=0.0):
+    """Writes a model file whose probe (dermal.convert.probe) is made wrong: the
+    offset is added to its median logit and to the median value of its CAM
+    map (so that their ranges stay)."""
+    files = probe.make_probe(model, desc)
+    expected = json.loads(files[probe.PROBE_FILE])
+    for values, offset in ((expected["logits"], logits_offset), (expected["cam"]["values"], cam_offset)):
+        values[sorted(range(len(values)), key=values.__getitem__)[len(values) // 2]] += offset
+    files[probe.PROBE_FILE] = json.dumps(expected)
+    files[modelfile.DESCRIPTION_FILE] = json.dumps(desc)
+    torch.jit.save(torch.jit.script(model.eval()), str(path), _extra_files=files)
+
+
+def write_probes(out):
+    """probe.pt (its probe holds, as in every file the writer makes),
+    probe_wrong_logits.pt and probe_wrong_cam.pt (the expectation perturbed
+    by a fifth of its range), probe_bf16.pt (the stages before the CAM layer
+    in bfloat16) and probe_center_crop.pt (the probe picture larger than the
+    input)."""
+    model = tiny_model(seed=3)
+    desc = description()
+    modelfile.save(model, desc, out / "probe.pt")
+    expected = json.loads(probe.make_probe(model, desc)[probe.PROBE_FILE])
+    logits_range = max(expected["logits"]) - min(expected["logits"])
+    cam_range = max(expected["cam"]["values"]) - min(expected["cam"]["values"])
+    save_with_wrong_probe(model, desc, out / "probe_wrong_logits.pt", logits_offset=0.2 * logits_range)
+    save_with_wrong_probe(model, desc, out / "probe_wrong_cam.pt", cam_offset=0.2 * cam_range)
+    crop = description()
+    crop["input"].update(resize="center_crop", resize_shorter_to=48)
+    modelfile.save(model, crop, out / "probe_center_crop.pt")
+    reduced = tiny_model(seed=3)
+    to_bfloat16_before(reduced, STAGES, "features.2")
+    modelfile.save(reduced, dict(desc, precision={"reduced": "bfloat16", "before": "features.2"}),
+                   out / "probe_bf16.pt")
 
 
 def model_input(image_path):
@@ -301,6 +338,7 @@ def main(out):
     large["input"].update(width=512, height=512)
     modelfile.save(model, large, out / "tiny_512.pt")
     write_many_stages(out)
+    write_probes(out)
     print(f"model fixtures written to {out}")
 
 

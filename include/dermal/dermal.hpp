@@ -44,6 +44,7 @@ enum class ErrorCode : int {
   internal = 11,           // an unexpected failure inside LibTorch or dermal
   explain_disabled = 12,   // a heatmap was asked of a model loaded with explain off
   busy = 13,               // no inference thread took the request within the queue timeout
+  numerics_mismatch = 14,  // neither the optimised nor the frozen graphs compute the file's probe as its exporter did
 };
 
 // The code's name, e.g. "invalid_image"; "unknown" for a number outside the enum.
@@ -237,6 +238,16 @@ struct MemoryStatus {
 // The process's resident set, as a web app's memory endpoint shows it.
 MemoryStatus memory_status();
 
+// What loading found when it ran the model file's probe (an image and what
+// the exporting framework computed for it, oneDNN off) through the graphs.
+enum class ProbeResult {
+  none = 0,             // not loaded, or a file without a probe (older exports): not checked
+  passed = 1,           // the graphs (optimised where dermal optimises) agree with the probe
+  frozen_fallback = 2,  // the optimised graphs disagreed, the frozen ones agree and are served (slower)
+};
+// "none", "passed", "frozen_fallback".
+const char* probe_result_name(ProbeResult result);
+
 class Model {
  public:
   // Opens (and with preload, loads) a dermal model file; throws Error.
@@ -275,6 +286,8 @@ class Model {
   // Bytes of the loaded weights and buffers; 0 when unloaded.
   std::uint64_t weight_bytes() const;
   const std::string& path() const;
+  // What the load's probe found; ProbeResult::none when unloaded.
+  ProbeResult probe_result() const;
 
  private:
   struct Impl;

@@ -138,7 +138,11 @@ struct Model::Impl {
       throw Error(ErrorCode::explain_disabled, "explain was switched off when this model was loaded");
     Prediction prediction;
     threads.run([&] {
-      at::init_num_threads();  // OpenMP keeps a thread count per thread: oneDNN here uses LibTorch's
+      // OpenMP keeps a thread count per thread: oneDNN here uses this thread's.
+      // Set once per thread, not per request: each at::set_num_threads (and
+      // at::init_num_threads, which calls it) also destroys and recreates
+      // LibTorch's pthreadpool, i.e. its worker threads.
+      if (at::get_num_threads() != options.threads) at::set_num_threads(options.threads);
       prediction = predict_photo(*acquire(), decode(), predict_options, explain);
       if (options.release_memory_after_predict) release_free_memory();
     });
@@ -214,5 +218,19 @@ std::uint64_t Model::weight_bytes() const {
 }
 
 const std::string& Model::path() const { return impl_->path; }
+
+ProbeResult Model::probe_result() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->network ? impl_->network->probe_result : ProbeResult::none;
+}
+
+const char* probe_result_name(ProbeResult result) {
+  switch (result) {
+    case ProbeResult::none: return "none";
+    case ProbeResult::passed: return "passed";
+    case ProbeResult::frozen_fallback: return "frozen_fallback";
+  }
+  return "unknown";
+}
 
 }  // namespace dermal

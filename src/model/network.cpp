@@ -3,20 +3,26 @@
 #include "model/network.hpp"
 
 #include <fmt/format.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/version.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <sstream>
 
 #include <sys/resource.h>
 
+#include "heatmap/cam.hpp"
+#include "image/preprocess.hpp"
 #include "model/allocator.hpp"
 #include "model/torch_errors.hpp"
 
@@ -25,6 +31,13 @@ namespace dermal {
 namespace {
 
 constexpr const char* kDescriptionFile = "dermal.json";
+constexpr const char* kProbeFile = "dermal_probe.json";
+constexpr const char* kProbeImageFile = "dermal_probe.png";
+constexpr int kProbeFormat = 1;
+
+// The library's one way to tell the host something it should act on: a line
+// on stderr (as LibTorch's own warnings go), no state changed.
+void warn(const std::string& message) { fmt::print(stderr, "dermal: warning: {}\n", message); }
 
 // LibTorch 2.6 (Debian 13) runs optimize_for_inference's oneDNN graphs
 // wrongly: NaN (EfficientNetV2-S), SIGFPE in a residual add (ResNet-50), an
@@ -157,7 +170,8 @@ void drop_unused_functions(torch::jit::CompilationUnit& unit, std::size_t first,
 
 // One frozen module running `parts` (frozen modules) in order, as one graph.
 // Throws Error(invalid_model) when a part's forward does not take one tensor.
-torch::jit::Module compose(const std::vector<torch::jit::Module>& parts, const ModelDescription& d) {
+// With `wrong` (LoadFaults, tests only) the output is multiplied by 1.5.
+torch::jit::Module compose(const std::vector<torch::jit::Module>& parts, const ModelDescription& d, bool wrong) {
   torch::jit::Module composed("dermal.Composed");
   std::string forward = "def forward(self, x):\n";
   for (std::size_t i = 0; i < parts.size(); ++i) {
@@ -165,6 +179,7 @@ torch::jit::Module compose(const std::vector<torch::jit::Module>& parts, const M
     composed.register_module(name, parts[i]);
     forward += "    x = self." + name + ".forward(x)\n";
   }
+  if (wrong) forward += "    x = x * 1.5\n";
   try {
     composed.define(forward + "    return x\n");
   } catch (const std::exception& e) {
@@ -226,14 +241,153 @@ void check_readable_zip(const std::string& path) {
                 fmt::format("\"{}\" is not a TorchScript model archive (not a zip file)", path));
 }
 
-}  // namespace
+// A model file's probe: an image, and what the exporting framework computed
+// for it with oneDNN off (dermal_probe.json, written by dermal.convert.probe).
+struct Probe {
+  Image image;
+  std::vector<float> logits;
+  int class_index = 0;        // the class whose Grad-CAM map is stored
+  std::string cam_layer;      // the layer of that map
+  std::vector<float> cam;     // Grad-CAM before ReLU, row-major; empty: none stored
+  int cam_width = 0, cam_height = 0;
+  std::string computed_by;
+};
 
-std::shared_ptr<const Network> load_network(const std::string& path, const std::string& cam_layer, bool explain) {
-  auto network = std::make_shared<Network>();
+[[noreturn]] void refuse_probe(const std::string& path, const std::string& what) {
+  throw Error(ErrorCode::invalid_model, fmt::format("\"{}\": invalid probe ({}): {}", path, kProbeFile, what));
+}
+
+std::vector<float> finite_numbers(const nlohmann::json& value, const std::string& path, const char* name) {
+  if (!value.is_array() || value.empty()) refuse_probe(path, fmt::format("\"{}\" must be a non-empty list of numbers", name));
+  std::vector<float> numbers;
+  for (const nlohmann::json& item : value) {
+    if (!item.is_number() || !std::isfinite(item.get<double>()))
+      refuse_probe(path, fmt::format("\"{}\" holds {}, not a finite number", name, item.dump()));
+    numbers.push_back(item.get<float>());
+  }
+  return numbers;
+}
+
+// The probe of a file from its two extra files (both empty: none, nullopt).
+// Throws Error(invalid_model) naming what is wrong.
+std::optional<Probe> read_probe(const std::string& path, const std::string& text, const std::string& png,
+                                const ModelDescription& d) {
+  if (text.empty() && png.empty()) return std::nullopt;
+  if (text.empty() || png.empty())
+    refuse_probe(path, fmt::format("the file has {} but not {}", text.empty() ? kProbeImageFile : kProbeFile,
+                                   text.empty() ? kProbeFile : kProbeImageFile));
+  const nlohmann::json root = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!root.is_object()) refuse_probe(path, "not a JSON object");
+  const auto field = [&](const char* name) -> const nlohmann::json& {
+    const auto it = root.find(name);
+    if (it == root.end()) refuse_probe(path, fmt::format("no \"{}\"", name));
+    return *it;
+  };
+  if (field("probe_format") != kProbeFormat)
+    refuse_probe(path, fmt::format("probe_format {} is not supported (this library reads {})",
+                                   field("probe_format").dump(), kProbeFormat));
+  Probe probe;
+  probe.logits = finite_numbers(field("logits"), path, "logits");
+  if (probe.logits.size() != d.labels.size())
+    refuse_probe(path, fmt::format("{} logits for {} labels", probe.logits.size(), d.labels.size()));
+  const nlohmann::json& class_index = field("class");
+  if (!class_index.is_number_integer() || class_index.get<std::int64_t>() < 0 ||
+      class_index.get<std::int64_t>() >= static_cast<std::int64_t>(d.labels.size()))
+    refuse_probe(path, fmt::format("\"class\" {} is not a label index", class_index.dump()));
+  probe.class_index = class_index.get<int>();
+  const nlohmann::json& cam_layer = field("cam_layer");
+  if (!cam_layer.is_string()) refuse_probe(path, "\"cam_layer\" must be a string");
+  probe.cam_layer = cam_layer.get<std::string>();
+  const nlohmann::json& cam = field("cam");
+  if (!cam.is_object() || !cam.contains("width") || !cam.contains("height") || !cam.contains("values") ||
+      !cam["width"].is_number_integer() || !cam["height"].is_number_integer())
+    refuse_probe(path, "\"cam\" must be an object with integers \"width\", \"height\" and a list \"values\"");
+  probe.cam_width = cam["width"].get<int>();
+  probe.cam_height = cam["height"].get<int>();
+  probe.cam = finite_numbers(cam["values"], path, "cam.values");
+  if (probe.cam_width < 1 || probe.cam_height < 1 ||
+      probe.cam.size() != static_cast<std::size_t>(probe.cam_width) * probe.cam_height)
+    refuse_probe(path, fmt::format("\"cam\" holds {} values for {}x{}", probe.cam.size(), probe.cam_width,
+                                   probe.cam_height));
+  const auto computed_by = root.find("computed_by");
+  if (computed_by != root.end() && computed_by->is_string()) probe.computed_by = computed_by->get<std::string>();
+  try {
+    probe.image = decode_image(reinterpret_cast<const std::uint8_t*>(png.data()), png.size());
+  } catch (const Error& e) {
+    refuse_probe(path, fmt::format("its image {}: {}", kProbeImageFile, e.what()));
+  }
+  return probe;
+}
+
+// The range of the expected values (max - min), the scale differences are
+// measured in; their largest magnitude when all are equal, 1 when all are 0.
+double value_range(const std::vector<float>& expected) {
+  const auto [low, high] = std::minmax_element(expected.begin(), expected.end());
+  if (*high > *low) return static_cast<double>(*high) - *low;
+  const double largest = std::max(std::abs(*low), std::abs(*high));
+  return largest > 0 ? largest : 1.0;
+}
+
+// The largest |actual - expected| as a fraction of value_range(expected), and where.
+std::pair<double, int> largest_difference(const torch::Tensor& actual, const std::vector<float>& expected) {
+  const torch::Tensor values = actual.detach().to(torch::kFloat32).contiguous().reshape({-1});
+  if (values.numel() != static_cast<std::int64_t>(expected.size())) return {INFINITY, -1};
+  const float* a = values.data_ptr<float>();
+  const double range = value_range(expected);
+  double worst = 0;
+  int at = 0;
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const double difference = std::abs(static_cast<double>(a[i]) - expected[i]) / range;
+    if (!(difference <= worst)) {  // NaN counts as the largest
+      worst = std::isnan(difference) ? INFINITY : difference;
+      at = static_cast<int>(i);
+      if (std::isnan(difference)) break;
+    }
+  }
+  return {worst, at};
+}
+
+// The flags of /proc/cpuinfo that decide which kernels oneDNN runs, and the
+// ISA cap in the environment: "avx2 avx512f ... (ONEDNN_MAX_CPU_ISA unset)".
+std::string onednn_cpu_features() {
+  static const std::set<std::string> relevant{"avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                                              "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16",
+                                              "amx_int8"};
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::vector<std::string> flags;
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.compare(0, 5, "flags") != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    for (std::string flag; words >> flag;)
+      if (relevant.count(flag)) flags.push_back(flag);
+    break;
+  }
+  const OnednnIsaCap cap = onednn_isa_cap(std::getenv("ONEDNN_MAX_CPU_ISA"), std::getenv("DNNL_MAX_CPU_ISA"));
+  return fmt::format("{} ({})", flags.empty() ? std::string("no AVX2 or AVX-512") : fmt::format("{}", fmt::join(flags, " ")),
+                     cap.variable.empty() ? std::string("ONEDNN_MAX_CPU_ISA unset")
+                                          : fmt::format("{}={}", cap.variable, cap.value));
+}
+
+// A network prepared from the file, with its probe (if any) and how the
+// check forward compared with it.
+struct Prepared {
+  std::shared_ptr<Network> network;
+  std::optional<Probe> probe;
+  ProbeComparison comparison;
+};
+
+// Reads, checks and prepares the file; `optimise` false: no graph is
+// optimised for inference. The check forward runs the probe's image when
+// the file has one (else a blank image) and compares with it.
+Prepared prepare(const std::string& path, const std::string& cam_layer, bool explain, bool optimise,
+                 const LoadFaults& faults) {
+  Prepared prepared;
+  prepared.network = std::make_shared<Network>();
+  Network* network = prepared.network.get();
   LoadTimes& times = network->load_times;
   PartMeter meter(times.read);
   check_readable_zip(path);
-  torch::jit::ExtraFilesMap extra{{kDescriptionFile, ""}};
+  torch::jit::ExtraFilesMap extra{{kDescriptionFile, ""}, {kProbeFile, ""}, {kProbeImageFile, ""}};
   torch::jit::Module module;
   try {
     module = torch::jit::load(path, torch::kCPU, extra);
@@ -248,6 +402,8 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
                             path, kDescriptionFile));
   network->description = parse_description(extra[kDescriptionFile]);
   const ModelDescription& d = network->description;
+  prepared.probe = read_probe(path, extra[kProbeFile], extra[kProbeImageFile], d);
+  extra.clear();
   if (d.bfloat16) {
     std::ifstream cpuinfo("/proc/cpuinfo");
     if (!native_bfloat16(cpuinfo))
@@ -284,11 +440,14 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
   // layer stay differentiable. Stages the exporter found LibTorch's oneDNN
   // rewrite to get wrong ("frozen_only") are never optimised.
   const std::size_t optimised_count = explain ? split + 1 : d.stages.size();
-  std::vector<Run> runs = runs_of(d, 0, optimised_count, true);
+  std::vector<Run> runs = runs_of(d, 0, optimised_count, optimise);
   const std::vector<Run> after = runs_of(d, optimised_count, d.stages.size(), false);
   runs.insert(runs.end(), after.begin(), after.end());
   std::vector<bool> optimised(d.stages.size());
-  for (const Run& run : runs) std::fill(optimised.begin() + run.first, optimised.begin() + run.end, run.optimised);
+  for (const Run& run : runs) {
+    std::fill(optimised.begin() + run.first, optimised.begin() + run.end, run.optimised);
+    network->optimised = network->optimised || run.optimised;
+  }
 
   std::vector<Piece> pieces;
   for (std::size_t i = 0; i < d.stages.size(); ++i) cut_into_pieces(submodule(module, d.stages[i]), i, pieces);
@@ -322,7 +481,8 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
     std::vector<torch::jit::Module> parts;
     for (const Piece& piece : pieces)
       if (piece.stage >= run.first && piece.stage < run.end) parts.push_back(piece.module);
-    (run.first < optimised_count ? network->before : network->after).push_back(compose(parts, d));
+    (run.first < optimised_count ? network->before : network->after)
+        .push_back(compose(parts, d, run.optimised && faults.optimised_graphs_wrong));
   }
   pieces.clear();  // the last handles on the file's compilation unit: its own methods go now
   // Handed back before the check's forward: under LoadOptions::tune_allocator
@@ -330,13 +490,26 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
   // resident beside them (reference model: load peak 297 -> 283 MB).
   release_free_memory();
 
-  // One forward of a blank image checks the description against the network.
+  // One forward checks the description against the network: of the probe's
+  // image when the file has one (its logits and Grad-CAM map are compared
+  // with the exporter's), else of a blank image.
   meter.next(times.check);
-  c10::InferenceMode inference;
+  const std::optional<Probe>& probe = prepared.probe;
+  const bool compare_cam = probe && explain && probe->cam_layer == network->cam_layer;
+  std::vector<float> input;
   torch::Tensor x = torch::zeros({1, 3, d.input_height, d.input_width});
+  if (probe) {
+    input = preprocess(probe->image, d);
+    x = torch::from_blob(input.data(), {1, 3, d.input_height, d.input_width});
+  }
   torch::Tensor activation, logits;
   try {
-    activation = run_stages(network->before, x);
+    {
+      torch::NoGradGuard no_grad;  // not InferenceMode: the activation may need to require grad
+      activation = run_stages(network->before, x);
+    }
+    torch::AutoGradMode record(compare_cam);  // only the stages after the CAM layer are recorded
+    activation.requires_grad_(compare_cam);
     logits = run_stages(network->after, activation);
   } catch (const std::exception& e) {
     throw Error(ErrorCode::invalid_model, fmt::format("the network rejects a 1x3x{}x{} input, as its description sets: {}",
@@ -349,14 +522,69 @@ std::shared_ptr<const Network> load_network(const std::string& path, const std::
     throw Error(ErrorCode::invalid_model,
                 fmt::format("the network outputs shape {} but the description lists {} labels",
                             fmt::join(logits.sizes(), "x"), d.labels.size()));
-  if (!d.resample)  // a file from before "resample": loaded, with one line saying how to get PIL's resize
-    fmt::print(stderr,
-               "dermal: warning: \"{}\" has no input.resample in its description (written before it existed), so "
-               "photos are resized with a float bilinear filter that is not PIL's Image.resize; to resize as the "
-               "app's PIL code does, export it again with python3 -m dermal.convert torchvision (or keras) "
-               "--resample FILTER\n",
-               path);
-  return network;
+  if (probe) {
+    ProbeComparison& comparison = prepared.comparison;
+    comparison.tolerance = d.bfloat16 ? kProbeToleranceBfloat16 : kProbeToleranceFloat32;
+    std::tie(comparison.logits_difference, comparison.logits_largest) = largest_difference(logits, probe->logits);
+    if (compare_cam) {
+      const torch::Tensor gradient =
+          translate_failures("running the probe", [&] {
+            return torch::autograd::grad({logits[0][probe->class_index]}, {activation})[0][0];
+          });
+      const torch::Tensor cam = cam_map(CamMethod::gradcam, activation.detach()[0], gradient);
+      std::tie(comparison.cam_difference, comparison.cam_largest) = largest_difference(cam, probe->cam);
+    }
+    network->probe_comparison = comparison;
+  }
+  return prepared;
+}
+
+}  // namespace
+
+std::shared_ptr<const Network> load_network(const std::string& path, const std::string& cam_layer, bool explain,
+                                            const LoadFaults& faults) {
+  Prepared prepared = prepare(path, cam_layer, explain, /*optimise=*/true, faults);
+  if (!prepared.network->description.resample)  // a file from before "resample": loaded, saying how to get PIL's resize
+    warn(fmt::format("\"{}\" has no input.resample in its description (written before it existed), so photos are "
+                     "resized with a float bilinear filter that is not PIL's Image.resize; to resize as the app's PIL "
+                     "code does, export it again with python3 -m dermal.convert torchvision (or keras) --resample FILTER",
+                     path));
+  if (!prepared.probe) return prepared.network;
+  if (prepared.comparison.agrees()) {
+    prepared.network->probe_result = ProbeResult::passed;
+    return prepared.network;
+  }
+  const bool had_optimised = prepared.network->optimised;
+  const ProbeComparison optimised = prepared.comparison;
+  if (had_optimised) {
+    prepared.network.reset();  // its weights go before the frozen graphs are made
+    release_free_memory();
+    prepared = prepare(path, cam_layer, explain, /*optimise=*/false, faults);
+    if (prepared.comparison.agrees()) {
+      prepared.network->probe_result = ProbeResult::frozen_fallback;
+      warn(fmt::format("\"{}\": the optimised graphs disagree with the file's probe (largest difference {:.3g} of the "
+                       "expected range, tolerance {:.0e}) on this CPU's {}; serving the frozen graphs, which agree "
+                       "(slower)",
+                       path, std::max(optimised.logits_difference, optimised.cam_difference), optimised.tolerance,
+                       onednn_cpu_features()));
+      return prepared.network;
+    }
+  }
+  const ProbeComparison& c = prepared.comparison;
+  const Probe& probe = *prepared.probe;
+  const ModelDescription& d = prepared.network->description;
+  std::string where = fmt::format("logits {:.3g} of their range (at \"{}\")", c.logits_difference,
+                                  d.labels[c.logits_largest]);
+  if (c.cam_largest >= 0)
+    where += fmt::format(", Grad-CAM map of \"{}\" {:.3g} of its range (at x={}, y={})", d.labels[probe.class_index],
+                         c.cam_difference, c.cam_largest % probe.cam_width, c.cam_largest / probe.cam_width);
+  throw Error(ErrorCode::numerics_mismatch,
+              fmt::format("\"{}\": {} the file's probe as its exporter did{}: largest difference: {} "
+                          "(tolerance {:.0e}). oneDNN ran with this CPU's {}; try setting ONEDNN_MAX_CPU_ISA=AVX2 in "
+                          "the environment",
+                          path, had_optimised ? "neither the optimised nor the frozen graphs compute" : "the graphs do not compute",
+                          probe.computed_by.empty() ? "" : " (" + probe.computed_by + ")", where, c.tolerance,
+                          onednn_cpu_features()));
 }
 
 std::int64_t minor_page_faults() {

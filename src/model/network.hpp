@@ -42,6 +42,18 @@ struct LoadTimes {
   LoadPart check;     // the forward of a blank image
 };
 
+// How far graphs' outputs for a probe are from the exporter's, each as a
+// fraction of the expected values' range (max - min); largest_* name the
+// element. The tolerance is a fraction of that range.
+struct ProbeComparison {
+  double logits_difference = 0;  // largest |actual - expected| / range of the expected logits
+  int logits_largest = 0;        // its label index
+  double cam_difference = 0;     // the same for the CAM map (0 when it was not compared)
+  int cam_largest = -1;          // its index in the map, row-major; -1: not compared
+  double tolerance = 0;
+  bool agrees() const { return logits_difference <= tolerance && cam_difference <= tolerance; }
+};
+
 struct Network {
   ModelDescription description;
   std::vector<torch::jit::Module> before;  // up to the CAM layer: one graph unless frozen_only stages split it
@@ -49,12 +61,33 @@ struct Network {
   std::string cam_layer;
   std::uint64_t weight_bytes = 0;
   LoadTimes load_times;
+  ProbeResult probe_result = ProbeResult::none;
+  ProbeComparison probe_comparison;  // of the graphs served; zeros without a probe
+  bool optimised = false;  // some graph is optimised for inference (oneDNN's rewrite)
+};
+
+// For tests only, never set by the library: a way to make the optimised
+// graphs compute wrongly (each multiplies its output by 1.5), as a faulty
+// oneDNN kernel would, so that the probe's fallback can be exercised.
+struct LoadFaults {
+  bool optimised_graphs_wrong = false;
 };
 
 // Reads, checks and prepares a model file; `cam_layer` empty means the
-// description's. With explain off every stage is optimised. Throws
-// Error(io, invalid_model, unknown_layer); LibTorch failures propagate.
-std::shared_ptr<const Network> load_network(const std::string& path, const std::string& cam_layer, bool explain);
+// description's. With explain off every stage is optimised. A file with a
+// probe (dermal_probe.json, dermal_probe.png) has it run through the graphs:
+// if the optimised graphs disagree and frozen ones agree, those are loaded
+// instead (probe_result frozen_fallback, one line on stderr). Throws
+// Error(io, invalid_model, unknown_layer, numerics_mismatch); LibTorch
+// failures propagate.
+std::shared_ptr<const Network> load_network(const std::string& path, const std::string& cam_layer, bool explain,
+                                            const LoadFaults& faults = {});
+
+// The tolerance of the probe's comparison, as a fraction of the expected
+// values' range: float32 graphs on other kernels (oneDNN's, ATen's) than the
+// exporter's, or bfloat16 ones (the stages before the CAM layer rounded).
+constexpr double kProbeToleranceFloat32 = 1e-3;
+constexpr double kProbeToleranceBfloat16 = 0.5;  // docs/numerics-probe.md: a bf16 export measured 0.21
 
 // Whether a CPU computes bfloat16 natively, from its /proc/cpuinfo text: a
 // "flags" line with avx512_bf16 or amx_bf16 (on other CPUs LibTorch's bfloat16

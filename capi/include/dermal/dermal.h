@@ -80,7 +80,9 @@ typedef enum dermal_status {
   DERMAL_OUT_OF_MEMORY = 10,
   DERMAL_INTERNAL = 11,          /* an unexpected failure inside LibTorch or dermal */
   DERMAL_EXPLAIN_DISABLED = 12,  /* a heatmap was asked of a model opened with explain off */
-  DERMAL_BUSY = 13               /* no inference thread took the request within the queue timeout */
+  DERMAL_BUSY = 13,              /* no inference thread took the request within the queue timeout */
+  DERMAL_NUMERICS_MISMATCH = 14  /* neither the optimised nor the frozen graphs compute the file's probe as its
+                                    exporter did (the message names the difference and the remedy to try) */
 } dermal_status;
 
 typedef struct dermal_model dermal_model;
@@ -205,6 +207,11 @@ DERMAL_API dermal_status dermal_model_weight_bytes(const dermal_model* model, ui
  * call loads the model if it has never been loaded. */
 DERMAL_API dermal_status dermal_model_label_count(const dermal_model* model, size_t* count);
 DERMAL_API dermal_status dermal_model_label(const dermal_model* model, size_t index, const char** label);
+/* What the load found when it ran the file's probe through the graphs (a
+ * static string): "none" (not loaded, or a file without a probe),
+ * "passed", or "frozen_fallback" (the optimised graphs disagreed, the
+ * frozen ones agree and are served, slower). */
+DERMAL_API dermal_status dermal_model_probe_result(const dermal_model* model, const char** result);
 
 /* ---- Result ----------------------------------------------------------- */
 

@@ -39,7 +39,7 @@ __all__ = [
     "Model", "Result", "ClassScore", "Explanation", "Faithfulness",
     "DermalError", "InvalidArgument", "FileError", "InvalidImage", "UnsupportedImage", "ImageTooLarge",
     "InvalidModel", "ModelNotLoaded", "UnknownLayer", "UnknownClass", "OutOfMemory", "InternalError",
-    "ExplainDisabled", "Busy",
+    "ExplainDisabled", "Busy", "NumericsMismatch",
 ]
 
 
@@ -122,6 +122,13 @@ class ExplainDisabled(DermalError):
 class Busy(DermalError):
     """No inference thread took the request within queue_timeout_ms."""
     status = 13
+
+
+class NumericsMismatch(DermalError):
+    """Neither the optimised nor the frozen graphs compute the model file's
+    probe as its exporter did; the message names the largest difference, the
+    CPU features oneDNN used and the remedy to try (ONEDNN_MAX_CPU_ISA=AVX2)."""
+    status = 14
 
 
 # The table: status number -> class, each class's status_name from the C library.
@@ -453,6 +460,19 @@ class Model:
         except ModelNotLoaded:
             return 0
         return count.value
+
+    @property
+    def probe_result(self) -> str:
+        """What the load found when it ran the file's probe through the graphs:
+        "none" (not loaded or closed, or a file without a probe), "passed", or
+        "frozen_fallback" (the optimised graphs disagreed; the frozen ones agree
+        and are served, slower)."""
+        name = c_char_p()
+        try:
+            self._call(lib.dermal_model_probe_result, byref(name))
+        except ModelNotLoaded:
+            return "none"
+        return name.value.decode()
 
     @property
     def labels(self) -> Tuple[str, ...]:

@@ -161,6 +161,8 @@ def open_library(path: str) -> Any:
     declare("dermal_model_is_loaded", c_status, c_handle, POINTER(c_int))
     # dermal_status dermal_model_weight_bytes(const dermal_model* model, uint64_t* bytes);
     declare("dermal_model_weight_bytes", c_status, c_handle, POINTER(c_uint64))
+    # dermal_status dermal_model_probe_result(const dermal_model* model, const char** result);
+    declare("dermal_model_probe_result", c_status, c_handle, POINTER(c_char_p))
     # dermal_status dermal_model_label_count(const dermal_model* model, size_t* count);
     declare("dermal_model_label_count", c_status, c_handle, POINTER(c_size_t))
     # dermal_status dermal_model_label(const dermal_model* model, size_t index, const char** label);

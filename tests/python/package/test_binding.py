@@ -249,7 +249,7 @@ def test_every_status_of_the_library_has_its_class(dermal):
         error = dermal._translated(dermal._native.StatusError(status, "why"))
         assert type(error) is cls and (error.status, error.status_name, str(error)) == (status, name, "why")
         status += 1
-    assert status == 14 and len(dermal.DermalError.__subclasses__()) == 13
+    assert status == 15 and len(dermal.DermalError.__subclasses__()) == 14
     unknown = dermal._translated(dermal._native.StatusError(99, "new"))
     assert type(unknown) is dermal.DermalError and (unknown.status, unknown.status_name) == (99, "unknown")
 
@@ -257,7 +257,7 @@ def test_every_status_of_the_library_has_its_class(dermal):
 @pytest.mark.parametrize("case", [
     "corrupt image", "empty bytes", "gif", "missing model", "wrong model", "unknown cam", "unknown colormap",
     "unknown format", "unknown class", "bad alpha", "bad top_k", "wrong option type", "explain disabled",
-    "unknown layer", "too many pixels", "no unlimited concurrency", "negative queue timeout",
+    "unknown layer", "too many pixels", "no unlimited concurrency", "negative queue timeout", "wrong probe",
 ])
 def test_each_failure_raises_its_exception(dermal, model, photo, case):
     gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
@@ -283,11 +283,21 @@ def test_each_failure_raises_its_exception(dermal, model, photo, case):
                                      lambda: dermal.Model(TINY, max_concurrent=0)),
         "negative queue timeout": (dermal.InvalidArgument, "queue_timeout_ms",
                                    lambda: dermal.Model(TINY, queue_timeout_ms=-1)),
+        "wrong probe": (dermal.NumericsMismatch, "ONEDNN_MAX_CPU_ISA=AVX2",
+                        lambda: dermal.Model(os.path.join(MODELS, "probe_wrong_logits.pt"))),
     }[case]
     with pytest.raises(expected, match=r"(?i)" + re.escape(words)) as caught:
         call()
     assert isinstance(caught.value, dermal.DermalError)
     assert caught.value.status == expected.status and caught.value.status_name
+
+
+def test_the_probe_result_is_visible(dermal):
+    with dermal.Model(os.path.join(MODELS, "probe.pt")) as probed:
+        assert probed.probe_result == "passed"
+        probed.unload()
+        assert probed.probe_result == "none"
+    assert probed.probe_result == "none"  # closed
 
 
 # ---- caching -------------------------------------------------------------------------------

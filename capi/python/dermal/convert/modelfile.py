@@ -12,6 +12,8 @@ import tempfile
 
 import torch
 
+from . import probe
+
 FORMAT_VERSION = 1
 DESCRIPTION_FILE = "dermal.json"
 TEMPORARY_PREFIX = ".dermal-convert-"  # a file being written, beside its destination
@@ -135,7 +137,8 @@ def save(module, description, path):
 
     Checks that running the stages one by one equals the module's forward,
     and lists in the description's "frozen_only" the stages the library must
-    not optimise for inference; raises ValueError naming what is wrong."""
+    not optimise for inference; raises ValueError naming what is wrong. The
+    file carries a probe (dermal.convert.probe) that the library checks at load."""
     module = module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
@@ -156,7 +159,8 @@ def save(module, description, path):
     handle, temporary = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, suffix=".pt", dir=directory)
     os.close(handle)
     try:
-        torch.jit.save(scripted, temporary, _extra_files={DESCRIPTION_FILE: json.dumps(description, indent=1)})
+        torch.jit.save(scripted, temporary, _extra_files={DESCRIPTION_FILE: json.dumps(description, indent=1),
+                                                          **probe.make_probe(module, description)})
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # as an ordinary new file, not mkstemp's 0600
