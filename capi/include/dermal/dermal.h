@@ -63,7 +63,7 @@ extern "C" {
 
 /* Bumped whenever a signature, a name or an enum value changes; the Python
  * binding refuses a library whose dermal_abi_version() differs. */
-#define DERMAL_ABI_VERSION 2
+#define DERMAL_ABI_VERSION 3
 
 /* The numbers equal dermal::ErrorCode's; they never change, new ones go last. */
 typedef enum dermal_status {

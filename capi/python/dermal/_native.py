@@ -15,7 +15,7 @@ import os
 from ctypes import POINTER, c_char_p, c_float, c_int, c_size_t, c_uint64, c_void_p
 from typing import Any
 
-ABI_VERSION = 2  # the DERMAL_ABI_VERSION this package was written for
+ABI_VERSION = 3  # the DERMAL_ABI_VERSION this package was written for
 
 c_status = object()  # a restype marker: a dermal_status (int), non-zero raises StatusError
 c_handle = c_void_p  # every opaque dermal_* handle

@@ -424,7 +424,7 @@ def test_versions_and_memory_status(dermal):
         cmake_version = re.search(r"project\(dermal VERSION ([0-9.]+)", file.read()).group(1)
     assert dermal.library_version() == cmake_version
     assert re.fullmatch(r"\d+\.\d+\.\d+", dermal.__version__)
-    assert dermal.ABI_VERSION == 2
+    assert dermal.ABI_VERSION == 3
 
 
 def test_a_library_with_another_abi_version_is_refused(dermal, monkeypatch):
