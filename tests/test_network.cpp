@@ -147,9 +147,13 @@ TEST_CASE("a file whose probe's logits or CAM map are perturbed is refused, nami
 
   const auto [cam_code, cam_message] = load_failure("probe_wrong_cam.pt");
   INFO(cam_message);
-  CHECK(cam_code == dermal::ErrorCode::numerics_mismatch);
-  CHECK(contains(cam_message, "Grad-CAM map of"));
-  CHECK(contains(cam_message, "0.2 of its range"));
+  if (dermal::kProbeComparesCam) {
+    CHECK(cam_code == dermal::ErrorCode::numerics_mismatch);
+    CHECK(contains(cam_message, "Grad-CAM map of"));
+    CHECK(contains(cam_message, "0.2 of its range"));
+  } else {  // LibTorch 2.x: no backward at load, so that fork()ed children can run theirs
+    CHECK(cam_code == dermal::ErrorCode::ok);
+  }
   // With explain off the map is not computed: only the logits are compared.
   CHECK(load_failure("probe_wrong_cam.pt", {}, false).first == dermal::ErrorCode::ok);
 }

@@ -495,7 +495,7 @@ Prepared prepare(const std::string& path, const std::string& cam_layer, bool exp
   // with the exporter's), else of a blank image.
   meter.next(times.check);
   const std::optional<Probe>& probe = prepared.probe;
-  const bool compare_cam = probe && explain && probe->cam_layer == network->cam_layer;
+  const bool compare_cam = kProbeComparesCam && probe && explain && probe->cam_layer == network->cam_layer;
   std::vector<float> input;
   torch::Tensor x = torch::zeros({1, 3, d.input_height, d.input_width});
   if (probe) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <torch/script.h>
+#include <torch/version.h>
 
 #include <cstdint>
 #include <istream>
@@ -53,6 +54,14 @@ struct ProbeComparison {
   double tolerance = 0;
   bool agrees() const { return logits_difference <= tolerance && cam_difference <= tolerance; }
 };
+
+// Whether a load compares the probe's Grad-CAM map, which takes a backward
+// pass. Under LibTorch 2.x one backward in a process makes every later
+// fork()'s children fail theirs ("autograd's threading in combination with
+// fork-based multiprocessing"), and a pre-forking server loads in its master:
+// there only the logits are compared (a wrong kernel before the CAM layer
+// moves them too).
+constexpr bool kProbeComparesCam = TORCH_VERSION_MAJOR < 2;
 
 struct Network {
   ModelDescription description;
