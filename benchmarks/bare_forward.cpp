@@ -56,13 +56,16 @@ int main(int argc, char** argv) {
   module.forward({x});
   std::cout << "first-result" << std::endl;  // for the runner's cold-start timing
   for (int i = 1; i < warmup; ++i) module.forward({x});
-  std::vector<double> milliseconds;
+  std::vector<double> milliseconds, cpu_milliseconds;
   for (int i = 0; i < repeats; ++i) {
+    const double cpu_start = process_cpu_ms();
     const auto start = Clock::now();
     module.forward({x});
     milliseconds.push_back(since_ms(start));
+    cpu_milliseconds.push_back(process_cpu_ms() - cpu_start);
   }
   out["forward_median_ms"] = median(milliseconds);
+  out["forward_median_cpu_ms"] = median(cpu_milliseconds);
   out["runs"] = repeats;
   out["process_peak_mb"] = mb(dermal::memory_status().peak_rss_bytes);
   out["threads"] = threads;

@@ -36,22 +36,27 @@ void reset_peak_keeping_max() {
   reset_peak();
 }
 
-// Latencies and the highest resident set seen while a stage ran.
+// Latencies, CPU times and the highest resident set seen while a stage ran.
 struct Stage {
-  std::vector<double> milliseconds;
+  std::vector<double> milliseconds, cpu_milliseconds;
   std::uint64_t peak = 0;
 
   // Runs f once, timed, with VmHWM reset just before it.
   template <typename F>
   void run(F&& f) {
     reset_peak_keeping_max();
+    const double cpu_start = process_cpu_ms();
     const auto start = Clock::now();
     f();
     milliseconds.push_back(since_ms(start));
+    cpu_milliseconds.push_back(process_cpu_ms() - cpu_start);
     peak = std::max(peak, dermal::memory_status().peak_rss_bytes);
   }
 
-  nlohmann::json json() const { return {{"median_ms", median(milliseconds)}, {"runs", milliseconds.size()}, {"peak_mb", mb(peak)}}; }
+  nlohmann::json json() const {
+    return {{"median_ms", median(milliseconds)}, {"median_cpu_ms", median(cpu_milliseconds)},
+            {"runs", milliseconds.size()}, {"peak_mb", mb(peak)}};
+  }
 };
 
 }  // namespace

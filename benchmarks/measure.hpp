@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -54,6 +55,14 @@ inline double median(std::vector<double> values) {
 
 inline double since_ms(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// CPU time of the whole process (every thread, user and system), in ms: what a
+// request costs the machine, where latency is what it costs the caller.
+inline double process_cpu_ms() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
 inline std::vector<std::uint8_t> read_file(const char* path) {

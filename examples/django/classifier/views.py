@@ -42,7 +42,7 @@ REQUEST_ERRORS = {
     "explain_disabled": 409,
 }
 # dermal status names that mean the model file could not be loaded (lazily).
-MODEL_ERRORS = {"io", "invalid_model", "unknown_layer", "model_not_loaded"}
+MODEL_ERRORS = {"io", "invalid_model", "unknown_layer", "model_not_loaded", "numerics_mismatch"}
 
 MULTIPART_OVERHEAD = 64 * 1024  # room for the multipart boundary, headers and small fields
 
@@ -243,13 +243,15 @@ def predict(request):
 
 @api("GET")
 def health(request):
-    """Whether the model is loaded, whether heatmaps are on, and the library version; never loads the model."""
+    """Whether the model is loaded, whether heatmaps are on, what the load's numerics probe found
+    (docs/numerics-probe.md) and the library version; never loads the model."""
     c = services.config()
     model = services.existing_model()
     body = {
         "status": "ok",
         "model": os.path.basename(c["model"]),
         "model_loaded": bool(model is not None and model.loaded),
+        "probe_result": model.probe_result if model is not None else "none",
         "preload": c["preload"],
         "explain": c["explain"],
         "version": dermal.library_version(),

@@ -342,13 +342,23 @@ def test_a_missing_model_is_503_and_reported_by_health(configure, preload):
     assert health.json()["model_loaded"] is False
 
 
+def test_a_model_failing_its_numerics_probe_is_503_and_reported_by_health(configure):
+    wrong = os.path.join(BUILD, "tests", "models", "probe_wrong_logits.pt")  # made by tools/make_model_fixtures.py
+    configure(model=wrong, preload=False)
+    client = Client()
+    assert_error(post(client, sample()), 503, "model_unavailable", "probe", "ONEDNN_MAX_CPU_ISA")
+    health = client.get("/health")
+    assert health.status_code == 503 and "numerics_mismatch" in health.json()["message"]
+
+
 # --- health and memory -----------------------------------------------------------------
 
 def test_health_with_preload(client):
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "model": "demo-model.pt", "model_loaded": True, "preload": True,
-                               "explain": True, "version": dermal.library_version()}
+    assert response.json() == {"status": "ok", "model": "demo-model.pt", "model_loaded": True,
+                               "probe_result": "passed", "preload": True, "explain": True,
+                               "version": dermal.library_version()}
 
 
 def test_lazy_loading_happens_on_the_first_prediction_only(configure):
