@@ -1,7 +1,17 @@
-# Sourced by tools/setup.sh, tools/test.sh and benchmarks/run.sh. On Debian 13
-# (LibTorch 2.6) oneDNN is held to AVX2, as the README tells its users: its
-# AVX-512 float32 convolutions were measured wrong (README, "Debian 12 and
-# 13"). A cap the caller set, under either of oneDNN's names, stays.
-if [[ $(. /etc/os-release && echo "${VERSION_ID:-}") != 12 && -z ${ONEDNN_MAX_CPU_ISA:-}${DNNL_MAX_CPU_ISA:-} ]]; then
-  export ONEDNN_MAX_CPU_ISA=AVX2
+# Sourced by tools/setup.sh (once its packages are in), tools/test.sh,
+# benchmarks/run.sh and examples/django/serve.sh. Holds oneDNN to AVX2 only
+# where a short check (tools/onednn_check.py, a few seconds) finds its float32
+# convolutions wrong at this CPU's full instruction set, and says so on stderr:
+# seen on a PVM guest under Debian 13's LibTorch 2.6, not on a KVM guest of
+# the same CPU (docs/debian.md). A cap the caller set, under either of
+# oneDNN's names, stays. Without Python's torch nothing is checked; a model
+# file's probe still refuses a load whose numbers are wrong.
+if [[ -z ${ONEDNN_MAX_CPU_ISA:-}${DNNL_MAX_CPU_ISA:-} ]] && /usr/bin/python3 -c 'import torch' 2> /dev/null; then
+  onednn_check=$(dirname "${BASH_SOURCE[0]}")/onednn_check.py
+  if ! onednn_verdict=$(/usr/bin/python3 "$onednn_check" 2> /dev/null); then
+    export ONEDNN_MAX_CPU_ISA=AVX2
+    echo "dermal: ${onednn_verdict:-$onednn_check failed to run}; ONEDNN_MAX_CPU_ISA=AVX2 is set for this run" >&2
+    /usr/bin/python3 "$onednn_check" 2> /dev/null | sed 's/^/dermal: /' >&2 || true
+  fi
+  unset onednn_check onednn_verdict
 fi

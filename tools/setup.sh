@@ -5,7 +5,6 @@
 #   bash tools/setup.sh --build    # packages and build only (used by tools/test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. tools/onednn-cap.sh
 
 packages=(
   build-essential cmake pkg-config
@@ -39,6 +38,8 @@ if ((${#missing[@]})); then
   "${sudo_prefix[@]}" apt-get update -q
   DEBIAN_FRONTEND=noninteractive "${sudo_prefix[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+. tools/onednn-cap.sh  # needs Python's torch, installed above
 
 echo "== building into build/"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > build.log 2>&1 || { cat build.log; exit 1; }

@@ -39,10 +39,11 @@ constexpr int kProbeFormat = 1;
 // on stderr (as LibTorch's own warnings go), no state changed.
 void warn(const std::string& message) { fmt::print(stderr, "dermal: warning: {}\n", message); }
 
-// LibTorch 2.6 (Debian 13) runs optimize_for_inference's oneDNN graphs
-// wrongly: NaN (EfficientNetV2-S), SIGFPE in a residual add (ResNet-50), an
-// internal assert for max_pool2d and batch_norm outside InferenceMode
-// (ResNet-50, DenseNet-121). Its frozen graphs are right; 1.13 keeps both.
+// Under LibTorch 2.x (Debian 13's 2.6) the network is frozen, not optimised:
+// there the rewrite was no faster than the frozen graph (EfficientNetV2-S,
+// 1 thread: 249 vs 222 ms), and on the project's machine it killed the
+// process (SIGFPE in oneDNN's add of ResNet-50's residuals, at every ISA
+// cap), which no probe can catch (docs/debian.md). 1.13 keeps both.
 constexpr bool kOptimiseForInference = TORCH_VERSION_MAJOR < 2;
 
 torch::jit::Module submodule(const torch::jit::Module& root, const std::string& dotted_path) {

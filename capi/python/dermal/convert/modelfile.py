@@ -103,8 +103,9 @@ def onednn_allows_bfloat16(max_cpu_isa=None):
 
 def optimises_for_inference(torch_version):
     """Whether the library built on this torch version optimises stages for
-    inference: not from 2.0 on, whose oneDNN graphs (Debian 13's 2.6) give NaN,
-    crash (SIGFPE) or fail an internal assert outside inference mode."""
+    inference: not from 2.0 on. Under Debian 13's 2.6 the rewrite was no
+    faster than the frozen graph and crashed (SIGFPE) in oneDNN's add of
+    ResNet's residuals on the project's machine (docs/debian.md)."""
     return int(torch_version.split(".")[0]) < 2
 
 
@@ -112,11 +113,12 @@ def stages_wrongly_optimised(scripted, stages, x):
     """The stages whose torch.jit.optimize_for_inference form does not compute
     what their frozen form does on `x` (LibTorch 1.13's oneDNN rewrite is
     wrong for some layers, e.g. MobileNetV3's squeeze-excitation blocks).
-    The library leaves these stages frozen only. Under a torch that cannot
-    run that rewrite (see optimises_for_inference) it cannot be checked for
-    the library's 1.13: every stage is listed."""
+    The library leaves these stages frozen only. Under a torch that does not
+    run that rewrite (see optimises_for_inference) none is listed: the file's
+    probe then makes a library that optimises fall back to the frozen graphs
+    where the optimised ones disagree."""
     if not optimises_for_inference(torch.__version__):
-        return list(stages)
+        return []
     wrong = []
     with torch.no_grad():
         for name in stages:
