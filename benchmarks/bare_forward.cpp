@@ -1,8 +1,9 @@
 // The floor: plain LibTorch on an already preprocessed tensor. Loads the
-// whole model file, freezes it, optimises it for inference and times its
-// forward under InferenceMode; prints one JSON object on stdout.
+// whole model file, freezes it, optimises it for inference (unless
+// --optimise 0) and times its forward under InferenceMode; prints one JSON
+// object on stdout.
 //
-//   bare_forward MODEL PHOTO [--threads N] [--repeats N] [--warmup N]
+//   bare_forward MODEL PHOTO [--threads N] [--repeats N] [--warmup N] [--optimise 0|1]
 //
 // PHOTO is decoded and preprocessed by dermal before anything is timed, so
 // that the input is the same as dermal's. Prints "first-result" after the
@@ -39,7 +40,7 @@ int main(int argc, char** argv) {
   torch::jit::Module module = torch::jit::load(argv[1], torch::kCPU, extra);
   module.eval();
   torch::jit::Module frozen = torch::jit::freeze(module);
-  module = torch::jit::optimize_for_inference(frozen);
+  module = options.optimise ? torch::jit::optimize_for_inference(frozen) : frozen;
   out["load_ms"] = since_ms(load_start);
   out["load_peak_mb"] = mb(dermal::memory_status().peak_rss_bytes);
   out["rss_after_load_mb"] = mb(dermal::memory_status().current_rss_bytes);
@@ -69,6 +70,7 @@ int main(int argc, char** argv) {
   out["runs"] = repeats;
   out["process_peak_mb"] = mb(dermal::memory_status().peak_rss_bytes);
   out["threads"] = threads;
+  out["optimised"] = options.optimise != 0;
   std::cout << out.dump() << std::endl;
   return 0;
 }

@@ -75,6 +75,7 @@ struct Options {
   int repeats = 15;
   int warmup = 3;
   int release_memory_after_predict = 1;  // LoadOptions::release_memory_after_predict (dermal_stages)
+  int optimise = 1;                      // bare_forward: 0 freezes the module without optimising it
 };
 
 // Reads "PROGRAM MODEL PHOTO [options]"; false (and a message) when MODEL or
@@ -82,7 +83,7 @@ struct Options {
 inline bool parse_options(int argc, char** argv, const char* program, Options& options) {
   if (argc < 3) {
     fmt::print(stderr, "usage: {} MODEL PHOTO [--threads N] [--repeats N] [--warmup N] "
-                       "[--release-memory-after-predict 0|1]\n", program);
+                       "[--release-memory-after-predict 0|1] [--optimise 0|1]\n", program);
     return false;
   }
   for (int i = 3; i + 1 < argc; i += 2) {
@@ -92,6 +93,7 @@ inline bool parse_options(int argc, char** argv, const char* program, Options& o
     else if (flag == "--repeats") options.repeats = value;
     else if (flag == "--warmup") options.warmup = value;
     else if (flag == "--release-memory-after-predict") options.release_memory_after_predict = value;
+    else if (flag == "--optimise") options.optimise = value;
     else {
       fmt::print(stderr, "{}: unknown option {}\n", program, flag);
       return false;

@@ -4,6 +4,7 @@
 # JPEG lesion photo, runs each configuration in its own fresh process and
 # writes benchmarks/results/{results.md,results.json,chart.png}.
 #   bash benchmarks/run.sh [run.py options, e.g. --repeats 9 --threads 1]
+#   bash benchmarks/run.sh --prepare-only   # the reference model and the photo only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/onednn-cap.sh
@@ -24,6 +25,20 @@ export_reference() {  # $1: output file, then options of python3 -m dermal.conve
     --size 300 --out "$@" >&2
 }
 export_reference build/reference-effnetv2s.pt
+photo=build/benchmark-lesion.jpg
+if [[ ! -f $photo ]]; then
+  "$PY" - "$photo" <<'PYTHON'
+import sys
+sys.path.insert(0, "tools")
+import lesions
+_, _, image, _ = next(iter(lesions.generate(7, 1, 1024, 768)))
+image.convert("RGB").save(sys.argv[1], quality=90)
+PYTHON
+fi
+
+# --prepare-only: the reference export and the photo, for benchmarks/releases.py.
+[[ ${1:-} == --prepare-only ]] && exit 0
+
 # The bf16 candidate is written whatever its agreement, to be measured; the
 # report says whether it is kept (top-1 agreement with float32 >= 99 %). Not
 # where ONEDNN_MAX_CPU_ISA (or DNNL_) holds oneDNN below bfloat16 (Debian 13 here): the
@@ -45,17 +60,6 @@ if [[ ! -f $keras ]]; then
   convert keras build/keras-fixtures/efficientnet_v2_s-300.keras3.keras \
     --labels akiec,bcc,bkl,df,mel,nv,vasc --out "$keras" >&2
   rm -r build/keras-fixtures  # 160 MB of Keras and tfjs files, not needed again
-fi
-
-photo=build/benchmark-lesion.jpg
-if [[ ! -f $photo ]]; then
-  "$PY" - "$photo" <<'PYTHON'
-import sys
-sys.path.insert(0, "tools")
-import lesions
-_, _, image, _ = next(iter(lesions.generate(7, 1, 1024, 768)))
-image.convert("RGB").save(sys.argv[1], quality=90)
-PYTHON
 fi
 
 demo=()

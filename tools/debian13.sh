@@ -4,6 +4,7 @@
 #   bash tools/debian13.sh              # C++ and Python suites, then the cross-release check
 #   bash tools/debian13.sh --benchmark  # benchmarks/run.sh in the chroot instead
 #                                       # (on the host's reference exports in build/, if any)
+#   bash tools/debian13.sh --releases   # benchmarks/releases.py: both releases side by side
 #
 # The root file system is made by debootstrap (from the host's Debian mirror)
 # and cached in $DERMAL_TRIXIE_ROOT (default /var/cache/dermal/trixie-root);
@@ -23,7 +24,8 @@ repo=$PWD
 root=${DERMAL_TRIXIE_ROOT:-/var/cache/dermal/trixie-root}
 logs=$repo/build/debian13
 mode=${1:-tests}
-[[ $mode == tests || $mode == --benchmark ]] || { echo "usage: bash tools/debian13.sh [--benchmark]" >&2; exit 2; }
+[[ $mode == tests || $mode == --benchmark || $mode == --releases ]] ||
+  { echo "usage: bash tools/debian13.sh [--benchmark | --releases]" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "tools/debian13.sh needs root (debootstrap, mount, chroot)" >&2; exit 1; }
 mkdir -p "$logs" "$(dirname "$root")"
 
@@ -125,6 +127,18 @@ copy_repository() {
   mv "$new" "$copy"
 }
 step copy copy_repository
+
+if [[ $mode == --releases ]]; then
+  echo "== the benchmark programs on both releases, the reference model, then benchmarks/releases.py"
+  step host-build bash -c "bash tools/setup.sh --build"
+  step root-build in_root "bash tools/setup.sh --build"
+  step reference bash benchmarks/run.sh --prepare-only
+  mkdir -p "$root/work/dermal/build"
+  cp build/reference-effnetv2s.pt build/benchmark-lesion.jpg "$root/work/dermal/build/"
+  step releases /usr/bin/python3 benchmarks/releases.py --root "$root"
+  cat benchmarks/results/releases.md
+  exit 0
+fi
 
 if [[ $mode == --benchmark ]]; then
   echo "== benchmarks/run.sh on Debian 13 (log: $logs/benchmark.log)"
