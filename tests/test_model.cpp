@@ -1,5 +1,6 @@
 // LibTorch (through model/network.hpp) before Catch2: see catch2.hpp.
 #include "model/network.hpp"
+#include <ATen/Parallel.h>
 #include "catch2.hpp"
 
 #include <algorithm>
@@ -278,6 +279,23 @@ TEST_CASE("lazy loading reads the file once under 8 concurrent first calls", "[m
   CHECK(model.load_count() == 1);
   CHECK(model.loaded());
   for (int t = 1; t < 8; ++t) CHECK(results[t] == results[0]);
+}
+
+TEST_CASE("a model's threads option leaves the host's LibTorch thread settings alone", "[model][threads]") {
+  const auto fresh_thread_count = [] {
+    int count = 0;
+    std::thread([&] { count = at::get_num_threads(); }).join();
+    return count;
+  };
+  const int host = at::get_num_threads();
+  const int fresh = fresh_thread_count();  // what a host thread that has not used LibTorch yet starts with
+  dermal::LoadOptions options;
+  options.threads = std::max(host, fresh) + 2;
+  dermal::Model model(kModels + "/tiny.pt", options);
+  const std::vector<std::uint8_t> photo = read_bytes(kModels + "/tiny_input.png");
+  model.predict(photo.data(), photo.size());
+  CHECK(at::get_num_threads() == host);
+  CHECK(fresh_thread_count() == fresh);
 }
 
 TEST_CASE("unload frees the network and the next call loads it again", "[model]") {

@@ -132,7 +132,7 @@ const char* image_format_name(ImageFormat format);
 
 struct LoadOptions {
   bool preload = true;        // false: the first predict() loads the model
-  int threads = 1;            // LibTorch intra-op threads (a per-process setting of LibTorch)
+  int threads = 1;            // LibTorch intra-op threads of each inference thread; the host's own stay as they are
   std::string cam_layer;      // empty: the description's cam_layer
   bool explain = true;        // false: no heatmaps ever (every stage optimised, less memory)
   DecodeOptions decode;       // limits applied to every photo

@@ -3,7 +3,11 @@
 // loaded model usable in a child of fork().
 #include <fmt/format.h>
 #include <pthread.h>
+#include <ATen/Config.h>
 #include <ATen/Parallel.h>
+#if AT_PARALLEL_OPENMP
+#include <omp.h>
+#endif
 
 #include <map>
 #include <mutex>
@@ -18,6 +22,23 @@
 namespace dermal {
 
 namespace {
+
+// Makes LibTorch and oneDNN on the calling thread (one of the model's
+// inference threads) use `threads` threads; nothing to do when they already
+// do. Under LibTorch's
+// OpenMP build (Debian's) only this thread's OpenMP team size is set: the
+// host's threads and LibTorch's process-wide default, which threads that have
+// not used LibTorch yet start from, stay as the host left them (at::
+// set_num_threads would change both, and recreate LibTorch's pthreadpool).
+void use_threads_on_this_thread(int threads) {
+  const int current = at::get_num_threads();  // after LibTorch's per-thread start-up, which would undo what follows
+  if (current == threads) return;
+#if AT_PARALLEL_OPENMP
+  omp_set_num_threads(threads);
+#else
+  at::set_num_threads(threads);  // other builds have no per-thread setting
+#endif
+}
 
 // The process's live models. Around fork() its handlers wait until no
 // request runs and hold every model's locks, so a child starts from a
@@ -101,7 +122,7 @@ struct Model::Impl {
   std::shared_ptr<const Network> acquire() {
     std::lock_guard<std::mutex> lock(mutex);
     if (!network) {
-      at::set_num_threads(options.threads);  // LibTorch's intra-op pool: a per-process setting
+      use_threads_on_this_thread(options.threads);
       {
         LoadingAllocatorSettings allocator(options.tune_allocator);
         network = translate_failures("loading the model",
@@ -138,11 +159,7 @@ struct Model::Impl {
       throw Error(ErrorCode::explain_disabled, "explain was switched off when this model was loaded");
     Prediction prediction;
     threads.run([&] {
-      // OpenMP keeps a thread count per thread: oneDNN here uses this thread's.
-      // Set once per thread, not per request: each at::set_num_threads (and
-      // at::init_num_threads, which calls it) also destroys and recreates
-      // LibTorch's pthreadpool, i.e. its worker threads.
-      if (at::get_num_threads() != options.threads) at::set_num_threads(options.threads);
+      use_threads_on_this_thread(options.threads);
       prediction = predict_photo(*acquire(), decode(), predict_options, explain);
       if (options.release_memory_after_predict) release_free_memory();
     });

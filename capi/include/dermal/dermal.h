@@ -111,7 +111,8 @@ DERMAL_API dermal_status dermal_memory_status(uint64_t* current_rss_bytes, uint6
 
 DERMAL_API dermal_status dermal_load_options_create(dermal_load_options** options);
 DERMAL_API void dermal_load_options_free(dermal_load_options* options);
-/* LibTorch intra-op threads, at least 1 (LibTorch's setting is per process). */
+/* LibTorch intra-op threads on each of the model's inference threads, at least 1; the host's own
+ * LibTorch settings are left alone. */
 DERMAL_API dermal_status dermal_load_options_set_threads(dermal_load_options* options, int threads);
 /* Non-zero: load at dermal_model_open; 0: at the first prediction. */
 DERMAL_API dermal_status dermal_load_options_set_preload(dermal_load_options* options, int preload);

@@ -321,7 +321,8 @@ class Model:
     """A dermal model file.
 
     preload=False loads it at the first prediction; threads is LibTorch's
-    intra-op thread count (a per-process setting of LibTorch); cam_layer=None
+    intra-op thread count on each of the model's inference threads (the
+    host's own LibTorch settings are left alone); cam_layer=None
     explains the model's own CAM layer; explain=False never computes heatmaps
     (less memory); photos with more than max_pixels pixels are refused before
     decoding. The model runs predictions on max_concurrent inference threads
