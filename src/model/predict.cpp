@@ -72,7 +72,7 @@ torch::Tensor ablation_weights(const Network& network, const torch::Tensor& acti
 // Score-CAM's masked copies of the input run through the whole network this
 // many at a time, without autograd: the extra memory is the batch's inputs
 // and the network's intermediates for them.
-constexpr int64_t kScoreCamBatch = 32;
+constexpr int64_t kScoreCamBatch = 8;
 // The ε in Score-CAM's mask scaling (M − min) / (max − min + ε), as in pytorch-grad-cam.
 constexpr float kScoreCamEpsilon = 1e-8f;
 
