@@ -36,7 +36,7 @@ options:
                     the class's probability; docs/cam-methods.md)
   --eigen-smooth    the map's first principal component (docs/cam-methods.md)
   --aug-smooth      the mean map of six flipped and scaled copies of the photo
-                    (about six times the time; docs/cam-methods.md)
+                    (six passes: up to six times the time; docs/cam-methods.md)
   --stats           print load time, per-image latency and peak memory to stderr
   -h, --help        this text
 )";

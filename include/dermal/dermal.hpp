@@ -184,7 +184,7 @@ struct PredictOptions {
   bool eigen_smooth = false;
   // The map is the mean of the method's maps for six copies of the input
   // (flipped or not x multiplied by 0.9, 1 or 1.1), each flipped back:
-  // pytorch-grad-cam's aug_smooth. About six times a request's time
+  // pytorch-grad-cam's aug_smooth. Six passes: up to six times a request's time
   // (docs/cam-methods.md).
   bool aug_smooth = false;
 };

@@ -181,7 +181,7 @@ DERMAL_API dermal_status dermal_predict_options_set_faithfulness(dermal_predict_
 DERMAL_API dermal_status dermal_predict_options_set_eigen_smooth(dermal_predict_options* options, int eigen_smooth);
 /* Non-zero: the map is the mean of the method's maps for six copies of the
  * input (flipped or not x multiplied by 0.9, 1 or 1.1), each flipped back
- * (pytorch-grad-cam's aug_smooth): about six times a request's time
+ * (pytorch-grad-cam's aug_smooth): six passes, up to six times a request's time
  * (docs/cam-methods.md). */
 DERMAL_API dermal_status dermal_predict_options_set_aug_smooth(dermal_predict_options* options, int aug_smooth);
 

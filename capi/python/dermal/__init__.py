@@ -398,7 +398,7 @@ class Model:
         eigen_smooth=True makes the map the first principal component of the
         per-channel terms it sums (pytorch-grad-cam's eigen_smooth).
         aug_smooth=True makes it the mean of the maps of six flipped and
-        scaled copies of the input (pytorch-grad-cam's aug_smooth; about six
+        scaled copies of the input (pytorch-grad-cam's aug_smooth; up to six
         times a request's time).
         """
         handle = self._acquire()
