@@ -271,6 +271,10 @@ dermal_status dermal_predict_options_set_eigen_smooth(dermal_predict_options* op
   return guarded([&] { required(options, "options").options.eigen_smooth = eigen_smooth != 0; });
 }
 
+dermal_status dermal_predict_options_set_aug_smooth(dermal_predict_options* options, int aug_smooth) {
+  return guarded([&] { required(options, "options").options.aug_smooth = aug_smooth != 0; });
+}
+
 // ---- Model
 
 dermal_status dermal_model_open(const char* path, const dermal_load_options* options, dermal_model** model) {

@@ -21,7 +21,7 @@ constexpr Named<CamMethod> kCamMethods[] = {
     {CamMethod::layercam, "layercam"}, {CamMethod::eigencam, "eigencam"},
     {CamMethod::gradcam_elementwise, "gradcamelementwise"}, {CamMethod::eigengradcam, "eigengradcam"},
     {CamMethod::finercam, "finercam"}, {CamMethod::fem, "fem"}, {CamMethod::kpcacam, "kpcacam"},
-    {CamMethod::ablationcam, "ablationcam"},
+    {CamMethod::ablationcam, "ablationcam"}, {CamMethod::scorecam, "scorecam"},
 };
 constexpr Named<Colormap> kColormaps[] = {{Colormap::jet, "jet"}, {Colormap::viridis, "viridis"}};
 constexpr Named<ImageFormat> kImageFormats[] = {{ImageFormat::jpeg, "jpeg"}, {ImageFormat::png, "png"}};

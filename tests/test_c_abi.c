@@ -163,6 +163,26 @@ static void test_prediction(dermal_model* model, const unsigned char* photo, siz
     dermal_result_free(result);
   }
 
+  /* aug_smooth: the mean map of six augmented copies, not the photo's own map. */
+  {
+    const float *plain_values = NULL, *smoothed_values = NULL;
+    int plain_width = 0, plain_height = 0, smoothed_width = 0, smoothed_height = 0, differs = 0;
+    dermal_result* smoothed = NULL;
+    CHECK_STATUS(dermal_model_predict(model, photo, photo_size, options, &result), DERMAL_OK);
+    CHECK_STATUS(dermal_predict_options_set_aug_smooth(options, 1), DERMAL_OK);
+    CHECK_STATUS(dermal_model_predict(model, photo, photo_size, options, &smoothed), DERMAL_OK);
+    CHECK_STATUS(dermal_result_explanation_heatmap(result, 0, &plain_width, &plain_height, &plain_values), DERMAL_OK);
+    CHECK_STATUS(dermal_result_explanation_heatmap(smoothed, 0, &smoothed_width, &smoothed_height, &smoothed_values),
+                 DERMAL_OK);
+    CHECK(plain_width == smoothed_width && plain_height == smoothed_height);
+    for (i = 0; i < (size_t)plain_width * (size_t)plain_height; ++i) differs |= plain_values[i] != smoothed_values[i];
+    CHECK(differs);
+    CHECK_STATUS(dermal_predict_options_set_aug_smooth(options, 0), DERMAL_OK);
+    CHECK_STATUS(dermal_predict_options_set_aug_smooth(NULL, 1), DERMAL_INVALID_ARGUMENT);
+    dermal_result_free(smoothed);
+    dermal_result_free(result);
+  }
+
   /* Raw RGB: an 8x8 picture, packed and with padded rows. */
   {
     unsigned char rgb[8 * 8 * 3];

@@ -273,16 +273,18 @@ TEST_CASE("cam_map runs without autograd and checks shapes", "[cam]") {
   CHECK(code_of([&] { dermal::normalize_map(torch::rand({1, 4, 5})); }) ==
         ErrorCode::invalid_argument);
   CHECK(code_of([&] { dermal::cam_map(CamMethod::ablationcam, a, g); }) == ErrorCode::invalid_argument);
+  CHECK(code_of([&] { dermal::cam_map(CamMethod::scorecam, a, g); }) == ErrorCode::invalid_argument);
 }
 
 TEST_CASE("CAM method names round-trip and unknown names are refused", "[cam]") {
   std::vector<std::string> names = kMethodNames;
   names.push_back("ablationcam");  // its weights come from the network: tests/test_model.cpp
+  names.push_back("scorecam");     // so do its
   for (const std::string& name : names) {
     CHECK(dermal::cam_method_name(dermal::parse_cam_method(name)) == name);
   }
   CHECK(dermal::parse_cam_method("gradcam++") == CamMethod::gradcam_plus_plus);
-  for (const char* bad : {"", "GradCAM", "gradcampp", "scorecam"}) {
+  for (const char* bad : {"", "GradCAM", "gradcampp", "fullgrad"}) {
     INFO("name \"" << bad << "\"");
     try {
       dermal::parse_cam_method(bad);

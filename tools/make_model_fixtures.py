@@ -195,19 +195,80 @@ def expected_outputs(model, image_path, out_path):
         f.write(" ".join(f"{v:.8g}" for v in cam.flatten().tolist()) + "\n")
 
 
-def expected_cams(model, image_path, out_path):
-    """Each CAM variant for the top class, from eager autograd on the same input."""
-    activation = model.features(model_input(image_path)).detach().requires_grad_(True)
+# Methods checked with aug_smooth too (their maps at the input's size).
+AUG_SMOOTH_METHODS = ["gradcam", "layercam", "eigencam", "ablationcam", "scorecam"]
+AUG_FACTORS = (0.9, 1.0, 1.1)  # pytorch-grad-cam's test-time augmentations, each with and without a flip
+SCORECAM_EPS = 1e-8            # kScoreCamEpsilon
+
+
+def method_map(model, x, c, method):
+    """The method's map before ReLU (float64, at the CAM layer) for class c and input x (1x3xHxW)."""
+    activation = model.features(x).detach().requires_grad_(True)
+    if method == "ablationcam":
+        return ablation_cam(model, activation[0].detach(), c)
+    if method == "scorecam":
+        return score_cam(model, x, activation[0].detach(), c)
     logits = model.head(activation)
-    top = int(logits.argmax())
+    score = make_cam_fixtures.finer_score(logits[0], c) if method == "finercam" else logits[0, c]
+    gradient, = torch.autograd.grad(score, activation)
+    return make_cam_fixtures.CAMS[method](activation[0].detach().double(), gradient[0].double())
+
+
+def expected_cams(model, image_path, out_path):
+    """Each CAM variant for the top class, from eager autograd on the same input; then
+    "<method>+aug_smooth" lines, whose values are the map at the input's size."""
+    x = model_input(image_path)
+    with torch.no_grad():
+        top = int(model(x).argmax())
     with open(out_path, "w") as f:
-        for method, cam in make_cam_fixtures.CAMS.items():
-            score = make_cam_fixtures.finer_score(logits[0], top) if method == "finercam" else logits[0, top]
-            gradient, = torch.autograd.grad(score, activation, retain_graph=True)
-            expected, flat = make_cam_fixtures.normalize(cam(activation[0].detach().double(), gradient[0].double()))
+        for method in [*make_cam_fixtures.CAMS, "ablationcam", "scorecam"]:
+            expected, flat = make_cam_fixtures.normalize(method_map(model, x, top, method))
             f.write(f"{method} {int(flat)} " + " ".join(f"{v:.8g}" for v in expected.flatten().tolist()) + "\n")
-        expected, flat = make_cam_fixtures.normalize(ablation_cam(model, activation[0].detach(), top))
-        f.write(f"ablationcam {int(flat)} " + " ".join(f"{v:.8g}" for v in expected.flatten().tolist()) + "\n")
+        for method in AUG_SMOOTH_METHODS:
+            expected, flat = make_cam_fixtures.normalize(aug_smoothed(model, x, top, method))
+            f.write(f"{method}+aug_smooth {int(flat)} " + " ".join(f"{v:.8g}" for v in expected.flatten().tolist())
+                    + "\n")
+
+
+def scaled(m):
+    """(m - min) / (max - min); zeros when flat (as make_cam_fixtures.normalize)."""
+    return make_cam_fixtures.normalize(m - m.min())[0]
+
+
+def aug_smoothed(model, x, c, method):
+    """pytorch-grad-cam's aug_smooth at the input's size: for each copy of x (flipped
+    left-right or not, times 0.9, 1 or 1.1), ReLU of the method's map, scaled to [0, 1],
+    stretched bilinearly (half-pixel centres) to the input's size, scaled to [0, 1] again,
+    flipped back; the mean of the six."""
+    H, W = x.shape[2:]
+    maps = []
+    for flip in (False, True):
+        for factor in AUG_FACTORS:
+            copy = x * factor
+            if flip:
+                copy = copy.flip(3)
+            m = scaled(torch.relu(method_map(model, copy, c, method)))
+            m = scaled(torch.nn.functional.interpolate(m[None, None], size=(H, W), mode="bilinear",
+                                                       align_corners=False)[0, 0])
+            maps.append(m.flip(1) if flip else m)
+    return sum(maps) / len(maps)
+
+
+def score_cam(model, x, A, c):
+    """Wang et al. (Score-CAM) as pytorch-grad-cam's ScoreCAM: each channel of A stretched to
+    the input's size (bilinear, align_corners=True, torch's UpsamplingBilinear2d), scaled by
+    (M - min) / (max - min + 1e-8) and multiplied with the input; w = softmax over the
+    channels of the class's logit for those inputs; map = sum_k w_k A_k (float64)."""
+    H, W = x.shape[2:]
+    with torch.no_grad():
+        logits = []
+        for k in range(A.shape[0]):
+            m = torch.nn.functional.interpolate(A[k][None, None], size=(H, W), mode="bilinear",
+                                                align_corners=True)[0, 0]
+            m = (m - m.min()) / (m.max() - m.min() + SCORECAM_EPS)
+            logits.append(float(model(x * m)[0, c]))
+        w = torch.softmax(torch.tensor(logits, dtype=torch.float64), 0)
+    return sum(w[k] * A[k].double() for k in range(A.shape[0]))
 
 
 def ablation_cam(model, A, c):

@@ -28,13 +28,15 @@ options:
   --heatmap PATH    write a Grad-CAM overlay (.jpg or .png); one image only
   --cam-method M    gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam,
                     gradcamelementwise, eigengradcam, finercam, fem, kpcacam,
-                    ablationcam
+                    ablationcam, scorecam
   --class LABEL     explain this class instead of the top one
   --layer NAME      CAM layer (default: the model's own)
   --colormap NAME   jet or viridis (default jet)
   --faithfulness    with --heatmap: the map's faithfulness figures (changes of
                     the class's probability; docs/cam-methods.md)
   --eigen-smooth    the map's first principal component (docs/cam-methods.md)
+  --aug-smooth      the mean map of six flipped and scaled copies of the photo
+                    (six passes: up to six times the time; docs/cam-methods.md)
   --stats           print load time, per-image latency and peak memory to stderr
   -h, --help        this text
 )";
@@ -52,6 +54,7 @@ struct Arguments {
   std::string colormap = "jet";
   bool faithfulness = false;
   bool eigen_smooth = false;
+  bool aug_smooth = false;
   std::vector<std::string> images;
 };
 
@@ -92,6 +95,7 @@ Arguments parse_arguments(int argc, char** argv) {
     else if (flag == "--colormap") args.colormap = value();
     else if (flag == "--faithfulness") args.faithfulness = true;
     else if (flag == "--eigen-smooth") args.eigen_smooth = true;
+    else if (flag == "--aug-smooth") args.aug_smooth = true;
     else if (flag.rfind("-", 0) == 0 && flag.size() > 1) throw UsageError(fmt::format("unknown option {}", flag));
     else args.images.push_back(flag);
   }
@@ -135,6 +139,7 @@ int run(const Arguments& args) {
   if (!args.cam_class.empty()) options.cam_class = args.cam_class;
   options.faithfulness = args.faithfulness;
   options.eigen_smooth = args.eigen_smooth;
+  options.aug_smooth = args.aug_smooth;
   options.overlay_format = ends_with(args.heatmap, ".png") ? dermal::ImageFormat::png : dermal::ImageFormat::jpeg;
 
   const auto load_start = std::chrono::steady_clock::now();

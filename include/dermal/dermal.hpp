@@ -114,14 +114,15 @@ ModelDescription parse_description(const std::string& json);
 enum class CamMethod {
   gradcam, gradcam_plus_plus, xgradcam, hirescam, layercam, eigencam,
   gradcam_elementwise, eigengradcam, finercam, fem, kpcacam,  // docs/cam-methods.md
-  ablationcam,
+  ablationcam, scorecam,
 };
 enum class Colormap { jet, viridis };
 enum class ImageFormat { jpeg, png };
 
 // Names as the three APIs spell them: "gradcam", "gradcam++", "xgradcam",
 // "hirescam", "layercam", "eigencam", "gradcamelementwise", "eigengradcam",
-// "finercam", "fem", "kpcacam", "ablationcam"; "jet", "viridis"; "jpeg", "png".
+// "finercam", "fem", "kpcacam", "ablationcam", "scorecam"; "jet", "viridis";
+// "jpeg", "png".
 // parse_* throw Error(invalid_argument) listing the accepted names.
 CamMethod parse_cam_method(const std::string& name);
 const char* cam_method_name(CamMethod method);
@@ -181,6 +182,11 @@ struct PredictOptions {
   // sums (pytorch-grad-cam's eigen_smooth); no effect on eigencam,
   // eigengradcam, kpcacam and fem, as there (docs/cam-methods.md).
   bool eigen_smooth = false;
+  // The map is the mean of the method's maps for six copies of the input
+  // (flipped or not x multiplied by 0.9, 1 or 1.1), each flipped back:
+  // pytorch-grad-cam's aug_smooth. Six passes: up to six times a request's time
+  // (docs/cam-methods.md).
+  bool aug_smooth = false;
 };
 
 // Throws Error(invalid_argument) naming the first option out of range.

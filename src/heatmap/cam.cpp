@@ -84,7 +84,7 @@ torch::Tensor checked_gradient(const torch::Tensor& activation, const torch::Ten
 
 bool cam_method_uses_gradient(CamMethod method) {
   return method != CamMethod::eigencam && method != CamMethod::fem && method != CamMethod::kpcacam &&
-         method != CamMethod::ablationcam;
+         method != CamMethod::ablationcam && method != CamMethod::scorecam;
 }
 
 torch::Tensor explained_score(CamMethod method, const torch::Tensor& logits, int64_t class_index) {
@@ -154,7 +154,9 @@ torch::Tensor cam_map(CamMethod method, const torch::Tensor& activation,
     case CamMethod::kpcacam:
       return kpca_cam(a);
     case CamMethod::ablationcam:
-      throw Error(ErrorCode::invalid_argument, "ablationcam's weights come from the network, not from a formula");
+    case CamMethod::scorecam:
+      throw Error(ErrorCode::invalid_argument,
+                  std::string(cam_method_name(method)) + "'s weights come from the network, not from a formula");
   }
   throw Error(ErrorCode::invalid_argument,
               "unknown CAM method value " + std::to_string(static_cast<int>(method)));

@@ -31,8 +31,9 @@ constexpr double kFinerEpsilon = 1e-9;
 constexpr float kFlatRelativeEpsilon = 1e-6f;
 
 // Whether `method` needs the gradient of the explained score at the CAM layer
-// (false for eigencam, fem and kpcacam, which read the activation only, and
-// for ablationcam, which re-runs the stages after the CAM layer instead).
+// (false for eigencam, fem and kpcacam, which read the activation only, for
+// ablationcam, which re-runs the stages after the CAM layer instead, and for
+// scorecam, which re-runs the whole network).
 bool cam_method_uses_gradient(CamMethod method);
 
 // The scalar whose gradient `method` explains, from one image's logits (N,
@@ -56,8 +57,9 @@ torch::Tensor explained_score(CamMethod method, const torch::Tensor& logits, int
 // is positive. EigenGrad-CAM is EigenCAM of G·A (elementwise), its sign so
 // taken against S = Σ_k G_k·A_k. KPCA-CAM's sign: its entry of largest
 // magnitude (first in row-major order) is positive, as scikit-learn makes it.
-// ablationcam has no formula here (its weights need the network: see
-// ablation_weights in src/model/predict.cpp) and throws Error(invalid_argument).
+// ablationcam and scorecam have no formula here (their weights need the
+// network: see ablation_weights and score_cam_logits in src/model/predict.cpp)
+// and throw Error(invalid_argument).
 //
 // eigen_smooth: a method whose map is a sum over channels of terms T_k
 // (w_k A_k, G_k A_k, ReLU(G_k) A_k, ReLU(G_k A_k)) gives instead EigenCAM of T

@@ -4,7 +4,10 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
+#include <iterator>
+#include <limits>
 #include <numeric>
 
 #include "heatmap/cam.hpp"
@@ -66,6 +69,146 @@ torch::Tensor ablation_weights(const Network& network, const torch::Tensor& acti
   return (logit - torch::cat(scores)) / logit;
 }
 
+// Score-CAM's masked copies of the input run through the whole network this
+// many at a time, without autograd: the extra memory is the batch's inputs
+// and the network's intermediates for them.
+constexpr int64_t kScoreCamBatch = 8;
+// The ε in Score-CAM's mask scaling (M − min) / (max − min + ε), as in pytorch-grad-cam.
+constexpr float kScoreCamEpsilon = 1e-8f;
+
+// Score-CAM's logits (K×N): row k is the network's output for the input x
+// (1×3×H×W) multiplied by channel k of the activation (1×K×h×w), stretched to
+// H×W (bilinear, align_corners true, as torch's UpsamplingBilinear2d that
+// pytorch-grad-cam uses) and scaled by (M − min) / (max − min + kScoreCamEpsilon).
+torch::Tensor score_cam_logits(const Network& network, const torch::Tensor& x, const torch::Tensor& activation) {
+  c10::InferenceMode inference;
+  const torch::Tensor a = activation[0].to(torch::kFloat);
+  const int64_t channels = a.size(0);
+  const std::vector<int64_t> size{x.size(2), x.size(3)};
+  std::vector<torch::Tensor> logits;
+  for (int64_t first = 0; first < channels; first += kScoreCamBatch) {
+    const int64_t n = std::min(kScoreCamBatch, channels - first);
+    torch::Tensor masks = torch::nn::functional::interpolate(
+        a.slice(0, first, first + n).unsqueeze(1),
+        torch::nn::functional::InterpolateFuncOptions().size(size).mode(torch::kBilinear).align_corners(true));
+    const torch::Tensor values = masks.view({n, -1});
+    const torch::Tensor lo = std::get<0>(values.min(1)).view({n, 1, 1, 1});
+    const torch::Tensor hi = std::get<0>(values.max(1)).view({n, 1, 1, 1});
+    masks = (masks - lo) / (hi - lo + kScoreCamEpsilon);
+    logits.push_back(run_stages(network.after, run_stages(network.before, x * masks)).to(torch::kFloat));
+  }
+  return torch::cat(logits);
+}
+
+// What one input (the photo's, or an augmented copy of it) gives the maps.
+struct Pass {
+  torch::Tensor activation;     // the CAM layer's output, 1×K×h×w; requires grad when the method needs a gradient
+  torch::Tensor logits;         // 1×N, recorded from the activation when it requires grad
+  torch::Tensor masked_logits;  // scorecam only: score_cam_logits
+};
+
+// Runs x (1×3×H×W) through the network split at the CAM layer, recording
+// only the stages after it, and only when `method` needs a gradient.
+Pass run_pass(const Network& network, const torch::Tensor& x, CamMethod method) {
+  Pass pass;
+  const bool needs_gradient = cam_method_uses_gradient(method);
+  {
+    torch::NoGradGuard no_grad;  // not InferenceMode: the activation must be able to require grad
+    pass.activation = run_stages(network.before, x);
+  }
+  {
+    torch::AutoGradMode record(needs_gradient);
+    pass.activation.requires_grad_(needs_gradient);
+    pass.logits = run_stages(network.after, pass.activation);
+  }
+  if (method == CamMethod::scorecam) pass.masked_logits = score_cam_logits(network, x, pass.activation.detach());
+  return pass;
+}
+
+// The un-normalised map (h×w) of the options' method for `class_index` from
+// one pass; `keep_graph`: another class will need the pass's graph.
+torch::Tensor raw_map(const Network& network, const PredictOptions& options, const Pass& pass, int class_index,
+                      bool keep_graph) {
+  const torch::Tensor activation = pass.activation.detach();
+  switch (options.cam_method) {
+    case CamMethod::ablationcam:
+      return weighted_map(
+          ablation_weights(network, activation, class_index, pass.logits.detach()[0][class_index].item<float>()),
+          activation[0], options.eigen_smooth);
+    case CamMethod::scorecam:
+      return weighted_map(torch::softmax(pass.masked_logits.select(1, class_index), 0), activation[0],
+                          options.eigen_smooth);
+    default:
+      break;
+  }
+  torch::Tensor gradient;
+  if (cam_method_uses_gradient(options.cam_method)) {
+    const torch::Tensor score = explained_score(options.cam_method, pass.logits[0], class_index);
+    gradient = torch::autograd::grad({score}, {pass.activation}, {}, keep_graph)[0][0];
+  }
+  return cam_map(options.cam_method, activation[0], gradient, options.eigen_smooth);
+}
+
+// aug_smooth's copies of the input: flipped left-right or not × these factors
+// (pytorch-grad-cam's test-time augmentations).
+constexpr float kAugmentFactors[3] = {0.9f, 1.0f, 1.1f};
+
+// One copy's map for the mean: ReLU(m) scaled by the min and max of its
+// stretch to height × width (bilinear, half-pixel centres), so that the
+// stretch spans [0, 1], as pytorch-grad-cam scales each copy's map at the
+// input's size; all zeros when that stretch is flat (kFlatRelativeEpsilon).
+// Stretching is linear: the stretch of the mean is the mean of the stretches.
+torch::Tensor scaled_at_input(const torch::Tensor& map, int64_t height, int64_t width) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor m = torch::relu(map.to(torch::kFloat));
+  const torch::Tensor stretched = torch::nn::functional::interpolate(
+      m.unsqueeze(0).unsqueeze(0), torch::nn::functional::InterpolateFuncOptions()
+                                       .size(std::vector<int64_t>{height, width})
+                                       .mode(torch::kBilinear)
+                                       .align_corners(false));
+  const float lo = stretched.min().item<float>(), hi = stretched.max().item<float>();
+  if (!std::isfinite(lo) || !std::isfinite(hi)) return torch::full_like(m, std::numeric_limits<float>::quiet_NaN());
+  const float range = hi - lo;
+  if (!(range > kFlatRelativeEpsilon * hi) || range < FLT_MIN) return torch::zeros_like(m);
+  return (m - lo) / range;
+}
+
+// aug_smooth: for each class, the mean over the six copies of scaled_at_input
+// of the copy's map, flipped back, shifted to a minimum of 0. `identity` is
+// the pass of the input itself (copy: no flip, factor 1), used and released.
+std::vector<torch::Tensor> aug_smoothed_maps(const Network& network, const PredictOptions& options,
+                                             const torch::Tensor& x, const std::vector<int>& classes, Pass& identity) {
+  const int64_t height = x.size(2), width = x.size(3);
+  std::vector<torch::Tensor> sums(classes.size());
+  const auto add = [&](const Pass& pass, bool flipped) {
+    for (std::size_t i = 0; i < classes.size(); ++i) {
+      torch::Tensor map = scaled_at_input(raw_map(network, options, pass, classes[i], i + 1 < classes.size()),
+                                          height, width);
+      if (flipped) map = map.flip({1});
+      sums[i] = sums[i].defined() ? sums[i] + map : map;
+    }
+  };
+  add(identity, false);
+  identity = Pass();  // its graph is not needed any more
+  for (const bool flipped : {false, true})
+    for (const float factor : kAugmentFactors) {
+      if (!flipped && factor == 1.0f) continue;  // the identity, done above
+      torch::Tensor copy;
+      {
+        torch::NoGradGuard no_grad;
+        copy = x * factor;
+        if (flipped) copy = copy.flip({3});
+      }
+      add(run_pass(network, copy, options.cam_method), flipped);
+    }
+  for (torch::Tensor& sum : sums) {
+    torch::NoGradGuard no_grad;
+    sum = sum / static_cast<float>(2 * std::size(kAugmentFactors));
+    sum = sum - sum.min();
+  }
+  return sums;
+}
+
 // The explained class's probability for a changed input, without autograd.
 float probability_of(const Network& network, const torch::Tensor& input, int class_index) {
   c10::InferenceMode inference;
@@ -95,21 +238,14 @@ Prediction predict_photo(const Network& network, const Image& photo, const Predi
   Prediction prediction = translate_failures("predicting", [&] {
     Prediction result;
     torch::Tensor x = torch::from_blob(input.data(), {1, 3, d.input_height, d.input_width});
-    torch::Tensor activation, logits;
-    const bool needs_gradient = explain && cam_method_uses_gradient(options.cam_method);
+    Pass pass;
     if (explain) {
-      {
-        torch::NoGradGuard no_grad;  // not InferenceMode: the activation must be able to require grad
-        activation = run_stages(network.before, x);
-      }
-      torch::AutoGradMode record(needs_gradient);  // only the stages after the CAM layer are recorded
-      activation.requires_grad_(needs_gradient);
-      logits = run_stages(network.after, activation);
+      pass = run_pass(network, x, options.cam_method);
     } else {
       c10::InferenceMode inference;
-      logits = run_stages(network.after, run_stages(network.before, x));
+      pass.logits = run_stages(network.after, run_stages(network.before, x));
     }
-    const torch::Tensor probabilities = to_probabilities(logits.detach(), d.output).contiguous();
+    const torch::Tensor probabilities = to_probabilities(pass.logits.detach(), d.output).contiguous();
     const float* p = probabilities.data_ptr<float>();
     result.probabilities.assign(p, p + d.labels.size());
     for (float value : result.probabilities)
@@ -122,19 +258,17 @@ Prediction predict_photo(const Network& network, const Image& photo, const Predi
     if (explain) {
       const std::vector<int> classes = classes_to_explain(options, order, d);
       const PixelRect placement = input_window(photo, d).on_picture(photo.width, photo.height);
+      std::vector<torch::Tensor> maps;
+      if (options.aug_smooth) {
+        maps = aug_smoothed_maps(network, options, x, classes, pass);
+      } else {
+        for (std::size_t i = 0; i < classes.size(); ++i)
+          maps.push_back(raw_map(network, options, pass, classes[i], i + 1 < classes.size()));
+      }
+      pass = Pass();  // drop the graph, activation and gradients before the rest
       for (std::size_t i = 0; i < classes.size(); ++i) {
-        torch::Tensor gradient;
-        if (needs_gradient) {
-          const bool more_to_come = i + 1 < classes.size();
-          const torch::Tensor score = explained_score(options.cam_method, logits[0], classes[i]);
-          gradient = torch::autograd::grad({score}, {activation}, {}, more_to_come)[0][0];
-        }
-        const NormalizedMap normalized = normalize_map(
-            options.cam_method == CamMethod::ablationcam
-                ? weighted_map(ablation_weights(network, activation.detach(), classes[i],
-                                                logits.detach()[0][classes[i]].item<float>()),
-                               activation.detach()[0], options.eigen_smooth)
-                : cam_map(options.cam_method, activation.detach()[0], gradient, options.eigen_smooth));
+        const NormalizedMap normalized = normalize_map(maps[i]);
+        maps[i].reset();
         Explanation explanation;
         explanation.class_index = classes[i];
         explanation.label = d.labels[classes[i]];
@@ -154,9 +288,6 @@ Prediction predict_photo(const Network& network, const Image& photo, const Predi
         result.explanations.push_back(std::move(explanation));
       }
     }
-    // Drop the graph, activation and gradients before returning.
-    logits.reset();
-    activation.reset();
     return result;
   });
   return prediction;

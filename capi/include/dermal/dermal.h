@@ -63,7 +63,7 @@ extern "C" {
 
 /* Bumped whenever a signature, a name or an enum value changes; the Python
  * binding refuses a library whose dermal_abi_version() differs. */
-#define DERMAL_ABI_VERSION 3
+#define DERMAL_ABI_VERSION 4
 
 /* The numbers equal dermal::ErrorCode's; they never change, new ones go last. */
 typedef enum dermal_status {
@@ -153,8 +153,8 @@ DERMAL_API dermal_status dermal_predict_options_set_top_k(dermal_predict_options
 /* Non-zero: compute heatmaps; 0: do not. Unset: as the load options say. */
 DERMAL_API dermal_status dermal_predict_options_set_explain(dermal_predict_options* options, int explain);
 /* "gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
-   "gradcamelementwise", "eigengradcam", "finercam", "fem", "kpcacam" or
-   "ablationcam". */
+   "gradcamelementwise", "eigengradcam", "finercam", "fem", "kpcacam",
+   "ablationcam" or "scorecam". */
 DERMAL_API dermal_status dermal_predict_options_set_cam_method(dermal_predict_options* options, const char* method);
 /* Explain this label only; NULL: explain the top cam_top_k classes. */
 DERMAL_API dermal_status dermal_predict_options_set_cam_class(dermal_predict_options* options, const char* label);
@@ -180,6 +180,11 @@ DERMAL_API dermal_status dermal_predict_options_set_faithfulness(dermal_predict_
 /* Non-zero: the map is the first principal component of the per-channel terms
  * it sums (pytorch-grad-cam's eigen_smooth; docs/cam-methods.md). */
 DERMAL_API dermal_status dermal_predict_options_set_eigen_smooth(dermal_predict_options* options, int eigen_smooth);
+/* Non-zero: the map is the mean of the method's maps for six copies of the
+ * input (flipped or not x multiplied by 0.9, 1 or 1.1), each flipped back
+ * (pytorch-grad-cam's aug_smooth): six passes, up to six times a request's time
+ * (docs/cam-methods.md). */
+DERMAL_API dermal_status dermal_predict_options_set_aug_smooth(dermal_predict_options* options, int aug_smooth);
 
 /* ---- Model ------------------------------------------------------------ */
 

@@ -374,7 +374,7 @@ class Model:
                 cam_method: str = "gradcam", cam_class: Optional[str] = None, cam_top_k: int = 1,
                 overlay: bool = True, full_heatmap: bool = False, colormap: str = "jet",
                 overlay_format: str = "jpeg", overlay_alpha: float = 0.45, jpeg_quality: int = 90,
-                faithfulness: bool = False, eigen_smooth: bool = False) -> Result:
+                faithfulness: bool = False, eigen_smooth: bool = False, aug_smooth: bool = False) -> Result:
         """Classifies a photo and, unless explain is False, explains it.
 
         image is one of: the encoded photo (JPEG, PNG or BMP) as bytes,
@@ -388,7 +388,7 @@ class Model:
         top_k classes are listed. explain=None follows the model's explain;
         cam_method is "gradcam", "gradcam++", "xgradcam", "hirescam",
         "layercam", "eigencam", "gradcamelementwise", "eigengradcam",
-        "finercam", "fem", "kpcacam" or "ablationcam" (docs/cam-methods.md); cam_class explains that label, else the
+        "finercam", "fem", "kpcacam", "ablationcam" or "scorecam" (docs/cam-methods.md); cam_class explains that label, else the
         cam_top_k best classes are explained. overlay=False skips the encoded
         overlay (overlay_format "jpeg" at jpeg_quality 1..100, or "png";
         colormap "jet" or "viridis"; overlay_alpha 0..1, the heatmap's weight).
@@ -398,13 +398,16 @@ class Model:
         and four sparse solves per explanation; docs/cam-methods.md).
         eigen_smooth=True makes the map the first principal component of the
         per-channel terms it sums (pytorch-grad-cam's eigen_smooth).
+        aug_smooth=True makes it the mean of the maps of six flipped and
+        scaled copies of the input (pytorch-grad-cam's aug_smooth; up to six
+        times a request's time).
         """
         handle = self._acquire()
         options, temporary = None, False
         try:
             options, temporary = self._predict_options((
                 top_k, explain, cam_method, cam_class, cam_top_k, overlay, full_heatmap, colormap, overlay_format,
-                overlay_alpha, jpeg_quality, faithfulness, eigen_smooth))
+                overlay_alpha, jpeg_quality, faithfulness, eigen_smooth, aug_smooth))
             if isinstance(image, (bytes, bytearray, memoryview)):
                 pixels, encoded = _encoded_bytes(image), True
             elif isinstance(image, (str, os.PathLike)):
@@ -568,14 +571,15 @@ class Model:
             if cached is not None:
                 return cached, False
             top_k, explain, cam_method, cam_class, cam_top_k, overlay, full_heatmap, colormap, overlay_format, \
-                overlay_alpha, jpeg_quality, faithfulness, eigen_smooth = values
+                overlay_alpha, jpeg_quality, faithfulness, eigen_smooth, aug_smooth = values
             settings = [("top_k", top_k), ("cam_method", _text("cam_method", cam_method)),
                         ("cam_class", None if cam_class is None else _text("cam_class", cam_class)),
                         ("cam_top_k", cam_top_k), ("overlay", bool(overlay)), ("full_heatmap", bool(full_heatmap)),
                         ("colormap", _text("colormap", colormap)),
                         ("overlay_format", _text("overlay_format", overlay_format)),
                         ("overlay_alpha", overlay_alpha), ("jpeg_quality", jpeg_quality),
-                        ("faithfulness", bool(faithfulness)), ("eigen_smooth", bool(eigen_smooth))]
+                        ("faithfulness", bool(faithfulness)), ("eigen_smooth", bool(eigen_smooth)),
+                        ("aug_smooth", bool(aug_smooth))]
             if explain is not None:
                 settings.append(("explain", bool(explain)))
             options = c_void_p()

@@ -15,7 +15,7 @@ import os
 from ctypes import POINTER, c_char_p, c_float, c_int, c_size_t, c_uint64, c_void_p
 from typing import Any
 
-ABI_VERSION = 3  # the DERMAL_ABI_VERSION this package was written for
+ABI_VERSION = 4  # the DERMAL_ABI_VERSION this package was written for
 
 c_status = object()  # a restype marker: a dermal_status (int), non-zero raises StatusError
 c_handle = c_void_p  # every opaque dermal_* handle
@@ -140,6 +140,8 @@ def open_library(path: str) -> Any:
     declare("dermal_predict_options_set_faithfulness", c_status, c_handle, c_int)
     # dermal_status dermal_predict_options_set_eigen_smooth(dermal_predict_options* options, int eigen_smooth);
     declare("dermal_predict_options_set_eigen_smooth", c_status, c_handle, c_int)
+    # dermal_status dermal_predict_options_set_aug_smooth(dermal_predict_options* options, int aug_smooth);
+    declare("dermal_predict_options_set_aug_smooth", c_status, c_handle, c_int)
 
     # dermal_status dermal_model_open(const char* path, const dermal_load_options* options, dermal_model** model);
     declare("dermal_model_open", c_status, c_char_p, c_handle, POINTER(c_handle))

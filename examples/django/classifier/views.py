@@ -198,7 +198,7 @@ def predict(request):
     server has it off is a 409; cam_method (default "gradcam"); cam_class:
     explain this label instead of the top one; faithfulness (default false):
     the map's faithfulness figures (docs/cam-methods.md), null for a flat map;
-    eigen_smooth (default false).
+    eigen_smooth, aug_smooth (default false; docs/cam-methods.md).
     """
     c = services.config()
     data = _upload(request)
@@ -212,12 +212,13 @@ def predict(request):
     cam_class = request.POST.get("cam_class", request.GET.get("cam_class")) or None
     faithfulness = bool(_flag(request, "faithfulness"))
     eigen_smooth = bool(_flag(request, "eigen_smooth"))
+    aug_smooth = bool(_flag(request, "aug_smooth"))
     model = _model()
     try:
         # The model's own inference threads run it; only the overlay is sent,
         # so no float map at the photo's size is asked for.
         result = model.predict(data, top_k=top_k, explain=explain, cam_method=cam_method, cam_class=cam_class,
-                               faithfulness=faithfulness, eigen_smooth=eigen_smooth)
+                               faithfulness=faithfulness, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth)
     except dermal.DermalError as error:
         raise _library_error(error)
     if services.model_error():

@@ -105,15 +105,19 @@ def test_a_prediction_with_its_explanation(dermal, model, photo):
 
 
 def test_every_cam_method_equals_the_pytorch_reference(model, photo):
-    """tiny_cams.txt: "method flat values..." computed by PyTorch from the published formulas (top class)."""
+    """tiny_cams.txt: "method flat values..." computed by PyTorch from the published formulas (top class);
+    "method+aug_smooth flat values..." the map at the input's size (the photo's: the full map)."""
     with open(os.path.join(MODELS, "tiny_cams.txt")) as file:
         lines = [line.split() for line in file if line.strip()]
-    assert len(lines) == 12
-    for method, flat, *values in lines:
-        [explanation] = model.predict(photo, cam_method=method, overlay=False).explanations
+    assert len(lines) == 18
+    for name, flat, *values in lines:
+        method, smoothed, _ = name.partition("+aug_smooth")
+        aug_smooth = bool(smoothed)
+        [explanation] = model.predict(photo, cam_method=method, overlay=False, full_heatmap=aug_smooth,
+                                      aug_smooth=aug_smooth).explanations
         assert explanation.cam_method == method and explanation.flat == (flat == "1")
-        numpy.testing.assert_allclose(explanation.heatmap.ravel(), numpy.array(values, numpy.float32), atol=1e-4,
-                                      err_msg=method)
+        got = explanation.full_heatmap if aug_smooth else explanation.heatmap
+        numpy.testing.assert_allclose(got.ravel(), numpy.array(values, numpy.float32), atol=1e-4, err_msg=name)
 
 
 def test_faithfulness_equals_the_pytorch_reference_and_is_absent_unless_asked(model, photo):
@@ -424,7 +428,7 @@ def test_versions_and_memory_status(dermal):
         cmake_version = re.search(r"project\(dermal VERSION ([0-9.]+)", file.read()).group(1)
     assert dermal.library_version() == cmake_version
     assert re.fullmatch(r"\d+\.\d+\.\d+", dermal.__version__)
-    assert dermal.ABI_VERSION == 3
+    assert dermal.ABI_VERSION == 4
 
 
 def test_a_library_with_another_abi_version_is_refused(dermal, monkeypatch):

@@ -191,6 +191,10 @@ def test_options_top_k_explain_off_cam_method_and_cam_class(client):
     figures = body["explanation"]["faithfulness"]
     assert body["explanation"]["cam_method"] == "kpcacam" and sorted(figures["road"]) == ["10", "20", "50", "80"]
     assert all(-1 <= v <= 1 for v in [figures["cam_mult_image_change"], *figures["road"].values()])
+    plain = post(client, sample(), cam_method="scorecam").json()["explanation"]
+    smoothed = post(client, sample(), cam_method="scorecam", aug_smooth="true").json()["explanation"]
+    assert plain["cam_method"] == smoothed["cam_method"] == "scorecam" and smoothed["overlay"]
+    assert smoothed["overlay"] != plain["overlay"]  # aug_smooth reached the library
 
 
 def test_bad_options_are_400(client):
@@ -198,6 +202,7 @@ def test_bad_options_are_400(client):
     assert_error(post(client, sample(), top_k="0"), 400, "invalid_argument", "top_k")
     assert_error(post(client, sample(), explain="maybe"), 400, "invalid_argument", "explain")
     assert_error(post(client, sample(), faithfulness="maybe"), 400, "invalid_argument", "faithfulness")
+    assert_error(post(client, sample(), aug_smooth="maybe"), 400, "invalid_argument", "aug_smooth")
     assert_error(post(client, sample(), cam_method="gradcam+++"), 400, "invalid_argument", "gradcam+++")
     assert_error(post(client, sample(), cam_class="freckle"), 400, "unknown_class", "freckle")
 
