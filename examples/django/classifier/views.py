@@ -196,7 +196,9 @@ def predict(request):
     Options (form or query): top_k (default 3); explain: absent means on when
     the server has it on (else labels only, explanation null), true when the
     server has it off is a 409; cam_method (default "gradcam"); cam_class:
-    explain this label instead of the top one; faithfulness (default false):
+    explain this label instead of the top one ("scorecam" is a 409 unless the
+    server has DERMAL_SCORECAM=1: one forward per CAM-layer channel, minutes
+    and ~500 MB on a real network); faithfulness (default false):
     the map's faithfulness figures (docs/cam-methods.md), null for a flat map;
     eigen_smooth, aug_smooth (default false; docs/cam-methods.md).
     """
@@ -209,6 +211,10 @@ def predict(request):
                        "Heatmaps are switched off on this server (DERMAL_EXPLAIN=0); "
                        "omit 'explain' to get labels without a heatmap.")
     cam_method = request.POST.get("cam_method", request.GET.get("cam_method")) or "gradcam"
+    if cam_method == "scorecam" and not c["scorecam"]:
+        raise ApiError(409, "scorecam_disabled",
+                       "Score-CAM runs one forward per channel of the CAM layer (minutes per request on a real "
+                       "network); it is off on this server (DERMAL_SCORECAM=0).")
     cam_class = request.POST.get("cam_class", request.GET.get("cam_class")) or None
     faithfulness = bool(_flag(request, "faithfulness"))
     eigen_smooth = bool(_flag(request, "eigen_smooth"))

@@ -53,7 +53,7 @@ from dermal_site import settings as site_settings  # noqa: E402
 
 LABELS = ["melanoma", "nevus", "vascular"]
 BASE = {
-    "model": DEMO_MODEL, "preload": True, "explain": True, "threads": 1,
+    "model": DEMO_MODEL, "preload": True, "explain": True, "scorecam": False, "threads": 1,
     "max_concurrent": 1, "queue_timeout_ms": 200, "tune_allocator": False, "release_memory_after_predict": True,
     "max_upload_bytes": 2 * 1024 * 1024,
     "max_pixels": 40_000_000, "image_types": ("jpeg", "png", "bmp"),
@@ -177,7 +177,7 @@ def test_png_and_bmp_are_accepted_whatever_the_file_name(client, fmt):
     assert len(response.json()["top"]) == 3
 
 
-def test_options_top_k_explain_off_cam_method_and_cam_class(client):
+def test_options_top_k_explain_off_cam_method_and_cam_class(client, configure):
     body = post(client, sample(), top_k="1").json()
     assert len(body["top"]) == 1
     body = post(client, sample(), explain="false").json()
@@ -191,6 +191,8 @@ def test_options_top_k_explain_off_cam_method_and_cam_class(client):
     figures = body["explanation"]["faithfulness"]
     assert body["explanation"]["cam_method"] == "kpcacam" and sorted(figures["road"]) == ["10", "20", "50", "80"]
     assert all(-1 <= v <= 1 for v in [figures["cam_mult_image_change"], *figures["road"].values()])
+    assert_error(post(client, sample(), cam_method="scorecam"), 409, "scorecam_disabled", "DERMAL_SCORECAM=0")
+    configure(scorecam=True)
     plain = post(client, sample(), cam_method="scorecam").json()["explanation"]
     smoothed = post(client, sample(), cam_method="scorecam", aug_smooth="true").json()["explanation"]
     assert plain["cam_method"] == smoothed["cam_method"] == "scorecam" and smoothed["overlay"]
