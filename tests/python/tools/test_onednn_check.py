@@ -55,3 +55,8 @@ def test_a_cap_the_caller_set_is_kept_unchecked(tmp_path):
     never = "import sys\nprint('must not run')\nsys.exit(1)\n"
     assert cap_after_sourcing(tmp_path, never, ONEDNN_MAX_CPU_ISA="AVX512_CORE")[0] == "cap=AVX512_CORE"
     assert cap_after_sourcing(tmp_path, never, DNNL_MAX_CPU_ISA="AVX2") == ("cap=", "")
+
+
+def test_no_python_torch_means_no_check_and_no_cap(tmp_path):
+    missing = "import sys\nprint('no Python torch here')\nsys.exit(2)\n"
+    assert cap_after_sourcing(tmp_path, missing) == ("cap=", "")
