@@ -168,6 +168,11 @@ torch::Tensor weighted_map(const torch::Tensor& weights, const torch::Tensor& ac
   return eigen_smooth ? eigen_cam(terms) : terms.sum(0);
 }
 
+bool is_flat(float lo, float hi) {
+  const float range = hi - lo;
+  return !(range > kFlatRelativeEpsilon * hi) || range < FLT_MIN;
+}
+
 NormalizedMap normalize_map(const torch::Tensor& map) {
   torch::NoGradGuard no_grad;
   if (!map.defined() || map.dim() != 2) {
@@ -188,12 +193,11 @@ NormalizedMap normalize_map(const torch::Tensor& map) {
   m = torch::relu(m);
   const float hi = m.max().item<float>();
   const float lo = m.min().item<float>();
-  const float range = hi - lo;
-  if (!(range > kFlatRelativeEpsilon * hi) || range < FLT_MIN) {
+  if (is_flat(lo, hi)) {
     out.flat = true;
     return out;
   }
-  m = ((m - lo) / range).contiguous();
+  m = ((m - lo) / (hi - lo)).contiguous();
   std::copy(m.data_ptr<float>(), m.data_ptr<float>() + m.numel(), out.map.values.begin());
   return out;
 }

@@ -29,6 +29,8 @@ constexpr double kFinerEpsilon = 1e-9;
 // depend on its scale (CAMs scale with the activations and the score's
 // gradient, which can be tiny for healthy models); 1e-6 is ~16 float32 ulps.
 constexpr float kFlatRelativeEpsilon = 1e-6f;
+// That test, for a map whose smallest value is lo and largest hi.
+bool is_flat(float lo, float hi);
 
 // Whether `method` needs the gradient of the explained score at the CAM layer
 // (false for eigencam, fem and kpcacam, which read the activation only, for

@@ -40,10 +40,10 @@ constexpr int kProbeFormat = 1;
 void warn(const std::string& message) { fmt::print(stderr, "dermal: warning: {}\n", message); }
 
 // Under LibTorch 2.x (Debian 13's 2.6) the network is frozen, not optimised:
-// there the rewrite was no faster than the frozen graph (EfficientNetV2-S,
-// 1 thread: 249 vs 222 ms), and on the project's machine it killed the
-// process (SIGFPE in oneDNN's add of ResNet-50's residuals, at every ISA
-// cap), which no probe can catch (docs/debian.md). 1.13 keeps both.
+// there the rewrite was no faster than the frozen graph, and on the
+// project's machine it killed the process (SIGFPE in oneDNN's add of
+// ResNet-50's residuals, at every ISA cap), which no probe can catch
+// (figures: docs/debian.md). 1.13 keeps both.
 constexpr bool kOptimiseForInference = TORCH_VERSION_MAJOR < 2;
 
 torch::jit::Module submodule(const torch::jit::Module& root, const std::string& dotted_path) {
@@ -508,13 +508,9 @@ Prepared prepare(const std::string& path, const std::string& cam_layer, bool exp
   }
   torch::Tensor activation, logits;
   try {
-    {
-      torch::NoGradGuard no_grad;  // not InferenceMode: the activation may need to require grad
-      activation = run_stages(network->before, x);
-    }
-    torch::AutoGradMode record(compare_cam);  // only the stages after the CAM layer are recorded
-    activation.requires_grad_(compare_cam);
-    logits = run_stages(network->after, activation);
+    SplitForward forward = run_split(*network, x, compare_cam);
+    activation = std::move(forward.activation);
+    logits = std::move(forward.logits);
   } catch (const std::exception& e) {
     throw Error(ErrorCode::invalid_model, fmt::format("the network rejects a 1x3x{}x{} input, as its description sets: {}",
                                                       d.input_height, d.input_width, torch_message(e)));
@@ -633,6 +629,18 @@ torch::Tensor run_stages(const std::vector<torch::jit::Module>& graphs, torch::T
   const torch::jit::GraphOptimizerEnabledGuard executor_optimisations(false);
   for (torch::jit::Module graph : graphs) x = graph.forward({x}).toTensor();  // a handle copy: forward is not const
   return x;
+}
+
+SplitForward run_split(const Network& network, const torch::Tensor& x, bool record) {
+  SplitForward out;
+  {
+    torch::NoGradGuard no_grad;
+    out.activation = run_stages(network.before, x);
+  }
+  torch::AutoGradMode recording(record);
+  out.activation.requires_grad_(record);
+  out.logits = run_stages(network.after, out.activation);
+  return out;
 }
 
 }  // namespace dermal

@@ -113,11 +113,21 @@ struct OnednnIsaCap {
 OnednnIsaCap onednn_isa_cap(const char* onednn_max_cpu_isa, const char* dnnl_max_cpu_isa);
 
 // Whether an ISA cap's value (empty: none) still lets oneDNN use bfloat16
-// instructions: false for the ISAs below AVX512_CORE_BF16 (AVX2, as the
-// README advises on Debian 13, AVX512_CORE, ...).
+// instructions: false for the ISAs below AVX512_CORE_BF16 (AVX2, as
+// tools/onednn-cap.sh sets where oneDNN's convolutions are wrong, AVX512_CORE, ...).
 bool onednn_allows_bfloat16(const std::string& max_cpu_isa);
 
 // Runs graphs in order on x.
 torch::Tensor run_stages(const std::vector<torch::jit::Module>& graphs, torch::Tensor x);
+
+// x (1×3×H×W) through the network split at its CAM layer.
+struct SplitForward {
+  torch::Tensor activation;  // the CAM layer's output; requires grad when recorded
+  torch::Tensor logits;      // recorded from the activation when `record`
+};
+// The stages before the CAM layer run without autograd (but not in inference
+// mode, so that the activation can require grad); those after it are
+// recorded from the activation only when `record`.
+SplitForward run_split(const Network& network, const torch::Tensor& x, bool record);
 
 }  // namespace dermal

@@ -4,7 +4,6 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <algorithm>
-#include <cfloat>
 #include <cmath>
 #include <iterator>
 #include <limits>
@@ -100,27 +99,16 @@ torch::Tensor score_cam_logits(const Network& network, const torch::Tensor& x, c
   return torch::cat(logits);
 }
 
-// What one input (the photo's, or an augmented copy of it) gives the maps.
-struct Pass {
-  torch::Tensor activation;     // the CAM layer's output, 1×K×h×w; requires grad when the method needs a gradient
-  torch::Tensor logits;         // 1×N, recorded from the activation when it requires grad
+// What one input (the photo's, or an augmented copy of it) gives the maps:
+// the activation (1×K×h×w) and logits (1×N), recorded when the method needs
+// a gradient.
+struct Pass : SplitForward {
   torch::Tensor masked_logits;  // scorecam only: score_cam_logits
 };
 
-// Runs x (1×3×H×W) through the network split at the CAM layer, recording
-// only the stages after it, and only when `method` needs a gradient.
+// Runs x (1×3×H×W) through the network split at the CAM layer for `method`.
 Pass run_pass(const Network& network, const torch::Tensor& x, CamMethod method) {
-  Pass pass;
-  const bool needs_gradient = cam_method_uses_gradient(method);
-  {
-    torch::NoGradGuard no_grad;  // not InferenceMode: the activation must be able to require grad
-    pass.activation = run_stages(network.before, x);
-  }
-  {
-    torch::AutoGradMode record(needs_gradient);
-    pass.activation.requires_grad_(needs_gradient);
-    pass.logits = run_stages(network.after, pass.activation);
-  }
+  Pass pass{run_split(network, x, cam_method_uses_gradient(method)), {}};
   if (method == CamMethod::scorecam) pass.masked_logits = score_cam_logits(network, x, pass.activation.detach());
   return pass;
 }
@@ -156,7 +144,7 @@ constexpr float kAugmentFactors[3] = {0.9f, 1.0f, 1.1f};
 // One copy's map for the mean: ReLU(m) scaled by the min and max of its
 // stretch to height × width (bilinear, half-pixel centres), so that the
 // stretch spans [0, 1], as pytorch-grad-cam scales each copy's map at the
-// input's size; all zeros when that stretch is flat (kFlatRelativeEpsilon).
+// input's size; all zeros when that stretch is flat (is_flat).
 // Stretching is linear: the stretch of the mean is the mean of the stretches.
 torch::Tensor scaled_at_input(const torch::Tensor& map, int64_t height, int64_t width) {
   torch::NoGradGuard no_grad;
@@ -168,9 +156,8 @@ torch::Tensor scaled_at_input(const torch::Tensor& map, int64_t height, int64_t 
                                        .align_corners(false));
   const float lo = stretched.min().item<float>(), hi = stretched.max().item<float>();
   if (!std::isfinite(lo) || !std::isfinite(hi)) return torch::full_like(m, std::numeric_limits<float>::quiet_NaN());
-  const float range = hi - lo;
-  if (!(range > kFlatRelativeEpsilon * hi) || range < FLT_MIN) return torch::zeros_like(m);
-  return (m - lo) / range;
+  if (is_flat(lo, hi)) return torch::zeros_like(m);
+  return (m - lo) / (hi - lo);
 }
 
 // aug_smooth: for each class, the mean over the six copies of scaled_at_input
