@@ -27,14 +27,13 @@ PROGRAMS = {  # row name -> (program, extra arguments)
 
 
 def command_on(side, root, line):
-    """`line` run in the repository of `side` ("host" or "root", the Debian 13
-    chroot), after tools/onednn-cap.sh, as the tests run."""
-    script = f". tools/onednn-cap.sh 2> /dev/null; {line}"
+    """`line` run by bash in the repository of `side` ("host" or "root", the
+    Debian 13 chroot, with a clean environment)."""
     if side == "host":
-        return ["bash", "-c", f"cd {ROOT} && {script}"]
+        return ["bash", "-c", f"cd {ROOT} && {line}"]
     return ["chroot", root, "/usr/bin/env", "-i", "HOME=/root", "LANG=C.UTF-8",
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "bash", "-c", f"cd /work/dermal && {script}"]
+            "bash", "-c", f"cd /work/dermal && {line}"]
 
 
 def run(side, root, line):
@@ -44,10 +43,11 @@ def run(side, root, line):
     return result.stdout
 
 
-def measure(side, root, row, threads, repeats):
+def measure(side, root, cap, row, threads, repeats):
+    """One program's figures, run under `cap` (ONEDNN_MAX_CPU_ISA's value; empty: none)."""
     program, extra = PROGRAMS[row]
-    out = run(side, root, " ".join([f"build/benchmarks/{program}", MODEL, PHOTO, "--threads", str(threads),
-                                    "--repeats", str(repeats), *extra]))
+    out = run(side, root, " ".join([*([f"ONEDNN_MAX_CPU_ISA={cap}"] if cap else []), f"build/benchmarks/{program}",
+                                    MODEL, PHOTO, "--threads", str(threads), "--repeats", str(repeats), *extra]))
     report = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     if program == "bare_forward":
         return {"ms": report["forward_median_ms"], "cpu_ms": report["forward_median_cpu_ms"],
@@ -59,9 +59,11 @@ def measure(side, root, row, threads, repeats):
 
 
 def describe(side, root):
+    """LibTorch's version, oneDNN's check without tools/onednn-cap.sh, and the
+    cap that script sets (empty: none), which every run of the side then gets."""
     versions = run(side, root, "dpkg-query -W -f '${Version}' libtorch-dev")
     check = run(side, root, "/usr/bin/python3 tools/onednn_check.py || true").strip()
-    cap = run(side, root, 'echo "${ONEDNN_MAX_CPU_ISA:-none}"').strip()
+    cap = run(side, root, '. tools/onednn-cap.sh 2> /dev/null; echo "${ONEDNN_MAX_CPU_ISA:-}"').strip()
     return {"libtorch": versions, "onednn_check_uncapped": check, "cap": cap}
 
 
@@ -82,7 +84,7 @@ def main():
                 for side in order:
                     print(f"== round {round_index + 1}, {sides[side]}, {row}, {threads} thread(s)", flush=True)
                     samples.setdefault(f"{side}|{row}|{threads}", []).append(
-                        measure(side, args.root, row, threads, args.repeats))
+                        measure(side, args.root, about[side]["cap"], row, threads, args.repeats))
 
     def median_of(key, field):
         values = [s[field] for s in samples[key] if s.get(field) is not None]
@@ -102,7 +104,7 @@ def main():
     ]
     for side, name in sides.items():
         lines.append(f"- {name}: LibTorch {about[side]['libtorch']}; uncapped check: "
-                     f"{about[side]['onednn_check_uncapped']}; ISA cap in these runs: {about[side]['cap']}.")
+                     f"{about[side]['onednn_check_uncapped']}; ISA cap in these runs: {about[side]['cap'] or 'none'}.")
     lines += ["", "| release | program | threads | latency (ms) | end to end (ms) | CPU per request (ms) | peak (MB) | "
               "load (s) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for side, name in sides.items():

@@ -130,7 +130,7 @@ step copy copy_repository
 
 if [[ $mode == --releases ]]; then
   echo "== the benchmark programs on both releases, the reference model, then benchmarks/releases.py"
-  step host-build bash -c "bash tools/setup.sh --build"
+  step host-build bash tools/setup.sh --build
   step root-build in_root "bash tools/setup.sh --build"
   step reference bash benchmarks/run.sh --prepare-only
   mkdir -p "$root/work/dermal/build"

@@ -57,9 +57,9 @@ DERMAL = {
     "model": _env("DERMAL_MODEL", str(DEMO_MODEL)),
     "preload": _env_bool("DERMAL_PRELOAD", True),
     "explain": _env_bool("DERMAL_EXPLAIN", True),
-    # Off: Score-CAM costs one forward per CAM-layer channel (reference model:
-    # 13 minutes and a 498 MB peak for one request), which one request would
-    # spend of a 512 MB worker. On only where the model is small.
+    # Off: Score-CAM costs one forward per CAM-layer channel, minutes and
+    # nearly all of a 512 MB worker for one request on a real network
+    # (benchmarks/results/cam-methods.md). On only where the model is small.
     "scorecam": _env_bool("DERMAL_SCORECAM", False),
     "threads": _env_number("DERMAL_THREADS", 1, int, 1),
     "max_concurrent": _env_number("DERMAL_MAX_CONCURRENT", 1, int, 1),
