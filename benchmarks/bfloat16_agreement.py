@@ -35,7 +35,7 @@ def prepared_stages(path, bfloat16_before_cam):
     description = modelfile.load_description(path)
     module = torch.jit.load(path).eval()
     split = description["stages"].index(description["cam_layer"])
-    optimise = modelfile.optimises_for_inference(torch.__version__)
+    optimise = modelfile.runs_onednn_rewrite(torch.__version__)
     stages = []
     for i, name in enumerate(description["stages"]):
         stage = modelfile.submodule(module, name)
@@ -51,7 +51,7 @@ def prepared_stages(path, bfloat16_before_cam):
 
 def probabilities(stages, x):
     with torch.inference_mode(), torch.jit.optimized_execution(
-            modelfile.optimises_for_inference(torch.__version__)):
+            modelfile.runs_onednn_rewrite(torch.__version__)):
         for stage, reduced in stages:
             x = stage(x.to(torch.bfloat16)).to(torch.float32) if reduced else stage(x)
     return torch.softmax(x, 1)

@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
     std::shared_ptr<const dermal::Network> network;
     {
       dermal::LoadingAllocatorSettings allocator(true);  // LoadOptions::tune_allocator, as the other benchmarks
-      network = dermal::load_network(argv[1], "", true);
+      network = dermal::load_network(argv[1], "", true, &dermal::onednn_ops_check());
     }
     dermal::release_free_memory();
     out["load_ms"] = since_ms(load_start);

@@ -1,7 +1,7 @@
 // Times dermal stage by stage in one fresh process and reports the peak
 // resident set (VmHWM) of each stage, as one JSON object on stdout.
 //
-//   dermal_stages MODEL PHOTO [--threads N] [--repeats N] [--warmup N]
+//   dermal_stages MODEL PHOTO [--threads N] [--repeats N] [--warmup N] [--optimise 0|1]
 //
 // Prints "first-result" (flushed) as soon as the first end-to-end Grad-CAM
 // request (encoded photo in, encoded overlay out) has returned, so that a
@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
     dermal::LoadOptions load_options;
     load_options.threads = threads;
     load_options.tune_allocator = true;  // the configuration the README's figures describe
+    load_options.optimise = options.optimise != 0;
     load_options.release_memory_after_predict = options.release_memory_after_predict != 0;
     out["release_memory_after_predict"] = load_options.release_memory_after_predict;
     const auto load_start = Clock::now();
@@ -155,6 +156,8 @@ int main(int argc, char** argv) {
     out["rss_anon_end_mb"] = end.anon_mb;
     out["rss_file_end_mb"] = end.file_mb;
     out["threads"] = threads;
+    out["optimise"] = load_options.optimise;
+    out["probe_result"] = dermal::probe_result_name(model.probe_result());
     out["top1"] = explained.top[0].label;
     std::cout << out.dump() << std::endl;
     return 0;

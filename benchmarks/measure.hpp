@@ -75,7 +75,7 @@ struct Options {
   int repeats = 15;
   int warmup = 3;
   int release_memory_after_predict = 1;  // LoadOptions::release_memory_after_predict (dermal_stages)
-  int optimise = 1;                      // bare_forward: 0 freezes the module without optimising it
+  int optimise = 1;                      // 0: frozen graphs, not optimised for inference (bare_forward, dermal_stages)
 };
 
 // Reads "PROGRAM MODEL PHOTO [options]"; false (and a message) when MODEL or

@@ -1,7 +1,7 @@
 """Debian 13's LibTorch 2.6 against Debian 12's 1.13 on this machine, from one
 run: the reference model through dermal (`dermal_stages`: Grad-CAM on a
-decoded photo and end to end) and the bare forward, optimised and frozen only
-(`bare_forward --optimise 1|0`), at 1 and 2 threads, each in a fresh process,
+decoded photo and end to end) and the bare forward, each optimised and frozen
+only (`--optimise 1|0`), at 1 and 2 threads, each in a fresh process,
 the two releases alternated round by round. Writes
 benchmarks/results/releases.md (and .json) with medians over the rounds of
 each process's median latency, CPU time per request and peak resident set.
@@ -20,7 +20,8 @@ import subprocess
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MODEL, PHOTO = "build/reference-effnetv2s.pt", "build/benchmark-lesion.jpg"
 PROGRAMS = {  # row name -> (program, extra arguments)
-    "dermal": ("dermal_stages", []),
+    "dermal, optimised": ("dermal_stages", ["--optimise", "1"]),
+    "dermal, frozen only": ("dermal_stages", ["--optimise", "0"]),
     "bare forward, optimised": ("bare_forward", ["--optimise", "1"]),
     "bare forward, frozen only": ("bare_forward", ["--optimise", "0"]),
 }
@@ -55,7 +56,7 @@ def measure(side, root, cap, row, threads, repeats):
     stages = report["stages"]
     return {"ms": stages["predict_gradcam"]["median_ms"], "cpu_ms": stages["predict_gradcam"]["median_cpu_ms"],
             "end_to_end_ms": stages["end_to_end_gradcam"]["median_ms"], "peak_mb": report["process_peak_mb"],
-            "load_ms": report["load_ms"]}
+            "load_ms": report["load_ms"], "probe_result": report["probe_result"]}
 
 
 def describe(side, root):
@@ -99,14 +100,16 @@ def main():
         f"{args.rounds} rounds, each a median of {args.repeats} requests. dermal: Grad-CAM on a decoded photo "
         "(`predict_gradcam`; end to end: JPEG in, JPEG overlay out). Bare forward: the whole module frozen and "
         "optimised (`optimize_for_inference`), or frozen only, on a preprocessed tensor. CPU: the process's CPU "
-        "time per request, all threads. Peak: the process's VmHWM, load included.",
+        "time per request, all threads. Peak: the process's VmHWM, load included. Served: the graphs dermal "
+        "served (its probe_result: `passed`, or `frozen_fallback` where the load's checks refused the optimised "
+        "graphs).",
         "",
     ]
     for side, name in sides.items():
         lines.append(f"- {name}: LibTorch {about[side]['libtorch']}; uncapped check: "
                      f"{about[side]['onednn_check_uncapped']}; ISA cap in these runs: {about[side]['cap'] or 'none'}.")
     lines += ["", "| release | program | threads | latency (ms) | end to end (ms) | CPU per request (ms) | peak (MB) | "
-              "load (s) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+              "load (s) | served |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for side, name in sides.items():
         for threads in (1, 2):
             for row in PROGRAMS:
@@ -114,7 +117,8 @@ def main():
                 fmt = lambda v, d=0, scale=1: "–" if v is None else f"{v * scale:,.{d}f}"  # noqa: E731
                 lines.append(f"| {name} | {row} | {threads} | {fmt(median_of(key, 'ms'), 1)} | "
                              f"{fmt(median_of(key, 'end_to_end_ms'), 1)} | {fmt(median_of(key, 'cpu_ms'), 1)} | "
-                             f"{fmt(median_of(key, 'peak_mb'))} | {fmt(median_of(key, 'load_ms'), 2, 1e-3)} |")
+                             f"{fmt(median_of(key, 'peak_mb'))} | {fmt(median_of(key, 'load_ms'), 2, 1e-3)} | "
+                             f"{', '.join(sorted({s['probe_result'] for s in samples[key] if 'probe_result' in s})) or '–'} |")
     text = "\n".join(lines) + "\n"
     results = os.path.join(ROOT, "benchmarks", "results")
     with open(os.path.join(results, "releases.md"), "w") as f:

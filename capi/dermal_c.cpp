@@ -168,6 +168,10 @@ dermal_status dermal_load_options_set_explain(dermal_load_options* options, int 
   return guarded([&] { required(options, "options").options.explain = explain != 0; });
 }
 
+dermal_status dermal_load_options_set_optimise(dermal_load_options* options, int optimise) {
+  return guarded([&] { required(options, "options").options.optimise = optimise != 0; });
+}
+
 dermal_status dermal_load_options_set_cam_layer(dermal_load_options* options, const char* layer) {
   return guarded([&] { required(options, "options").options.cam_layer = layer == nullptr ? "" : layer; });
 }

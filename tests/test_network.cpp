@@ -1,5 +1,5 @@
 // The network as load_network prepares it: how many graphs a request runs,
-// which of them oneDNN optimised (LibTorch 1.x; under 2.x none is), and that
+// which of them oneDNN optimised (where its tensor ops run here), and that
 // together they still compute the network's forward (logits from Python
 // torch, tools/make_model_fixtures.py).
 // Torch before Catch: LibTorch pulls in glog, whose CHECK (fatal, uncounted)
@@ -8,18 +8,29 @@
 
 #include "catch2.hpp"
 
-#include <torch/version.h>
+#include <fmt/format.h>
 
+#include <csignal>
+#include <cstring>
 #include <fstream>
 
 namespace {
 
 const std::string kModels = DERMAL_MODEL_FIXTURES;
 
-// As src/model/network.cpp decides: LibTorch 2.x (Debian 13) freezes every
-// stage and optimises none, so frozen_only stages run in the frozen graph of
-// their neighbours there.
-constexpr bool kOptimises = TORCH_VERSION_MAJOR < 2;
+// Whether loads optimise here: where oneDNN's tensor ops crash (this
+// project's PVM guest under Debian 13), every graph is frozen instead.
+bool optimises() { return dermal::onednn_ops_check().ran; }
+
+// The probe's result for a file whose graphs compute it: frozen_fallback
+// where the optimised graphs cannot be used.
+dermal::ProbeResult agreed() { return optimises() ? dermal::ProbeResult::passed : dermal::ProbeResult::frozen_fallback; }
+
+// As dermal::Model loads (optimised where the process's check allows).
+std::shared_ptr<const dermal::Network> load(const std::string& path, const std::string& cam_layer, bool explain,
+                                            const dermal::LoadFaults& faults = {}) {
+  return dermal::load_network(path, cam_layer, explain, &dermal::onednn_ops_check(), faults);
+}
 
 // optimize_for_inference turns convolutions into oneDNN's; freezing alone does not.
 bool optimised(const torch::jit::Module& graph) {
@@ -54,12 +65,12 @@ void check_logits(const dermal::Network& network) {
 
 }  // namespace
 
-TEST_CASE("a request runs one graph (optimised on LibTorch 1.x) up to the CAM layer and one recorded graph after it, for 15 stages") {
-  const auto network = dermal::load_network(kModels + "/many_stages.pt", "", true);
+TEST_CASE("a request runs one graph (optimised where oneDNN runs) up to the CAM layer and one recorded graph after it, for 15 stages") {
+  const auto network = load(kModels + "/many_stages.pt", "", true);
   REQUIRE(network->description.stages.size() == 15);
   CHECK(network->before.size() == 1);
   CHECK(network->after.size() == 1);
-  CHECK(optimised(network->before.at(0)) == kOptimises);
+  CHECK(optimised(network->before.at(0)) == optimises());
   CHECK(convolutions(network->before.at(0)) == 10);  // features.0 to .9
   CHECK_FALSE(optimised(network->after.at(0)));  // the head must stay differentiable
   CHECK(convolutions(network->after.at(0)) == 2);  // features.10 and .11
@@ -67,7 +78,7 @@ TEST_CASE("a request runs one graph (optimised on LibTorch 1.x) up to the CAM la
 }
 
 TEST_CASE("another CAM layer chosen at load splits the two graphs there") {
-  const auto network = dermal::load_network(kModels + "/many_stages.pt", "features.3", true);
+  const auto network = load(kModels + "/many_stages.pt", "features.3", true);
   REQUIRE(network->before.size() == 1);
   REQUIRE(network->after.size() == 1);
   CHECK(convolutions(network->after.at(0)) == 8);
@@ -76,26 +87,26 @@ TEST_CASE("another CAM layer chosen at load splits the two graphs there") {
   check_logits(*network);
 }
 
-TEST_CASE("with explain off the whole network is one graph (optimised on LibTorch 1.x)") {
-  const auto network = dermal::load_network(kModels + "/many_stages.pt", "", false);
+TEST_CASE("with explain off the whole network is one graph (optimised where oneDNN runs)") {
+  const auto network = load(kModels + "/many_stages.pt", "", false);
   CHECK(network->before.size() == 1);
   CHECK(network->after.empty());
-  CHECK(optimised(network->before.at(0)) == kOptimises);
+  CHECK(optimised(network->before.at(0)) == optimises());
   CHECK(convolutions(network->before.at(0)) == 12);
   check_logits(*network);
 }
 
-TEST_CASE("a frozen_only stage runs as a frozen graph of its own between optimised ones (LibTorch 1.x)") {
+TEST_CASE("a frozen_only stage runs as a frozen graph of its own between optimised ones") {
   for (const bool explain : {true, false}) {
-    const auto network = dermal::load_network(kModels + "/many_stages_frozen_only.pt", "", explain);
-    if (kOptimises) {
+    const auto network = load(kModels + "/many_stages_frozen_only.pt", "", explain);
+    if (optimises()) {
       REQUIRE(network->before.size() == 3);  // features.0-3 | features.4 | the rest up to the CAM layer or the end
       CHECK(optimised(network->before[0]));
       CHECK_FALSE(optimised(network->before[1]));
       CHECK(convolutions(network->before[1]) == 1);
       CHECK(optimised(network->before[2]));
     } else {
-      REQUIRE(network->before.size() == 1);  // every stage frozen only: one graph up to the CAM layer or the end
+      REQUIRE(network->before.size() == 1);  // nothing optimised: one frozen graph up to the CAM layer or the end
       CHECK_FALSE(optimised(network->before[0]));
       CHECK(convolutions(network->before[0]) == (explain ? 10u : 12u));
     }
@@ -112,7 +123,7 @@ namespace {
 std::pair<dermal::ErrorCode, std::string> load_failure(const std::string& file, const dermal::LoadFaults& faults = {},
                                                        bool explain = true) {
   try {
-    dermal::load_network(kModels + "/" + file, "", explain, faults);
+    load(kModels + "/" + file, "", explain, faults);
   } catch (const dermal::Error& e) {
     return {e.code(), e.what()};
   }
@@ -125,14 +136,13 @@ bool contains(const std::string& text, const std::string& part) { return text.fi
 
 TEST_CASE("a file with a probe that its graphs compute loads, with explain on and off, and one without has none") {
   for (const bool explain : {true, false}) {
-    CHECK(dermal::load_network(kModels + "/probe.pt", "", explain)->probe_result == dermal::ProbeResult::passed);
-    CHECK(dermal::load_network(kModels + "/probe_center_crop.pt", "", explain)->probe_result ==
-          dermal::ProbeResult::passed);
+    CHECK(load(kModels + "/probe.pt", "", explain)->probe_result == agreed());
+    CHECK(load(kModels + "/probe_center_crop.pt", "", explain)->probe_result == agreed());
   }
-  const auto network = dermal::load_network(kModels + "/probe.pt", "", true);
-  CHECK(network->optimised == kOptimises);
-  CHECK(dermal::load_network(kModels + "/many_stages_frozen_only.pt", "", true)->probe_result ==
-        dermal::ProbeResult::none);  // written without the writer: no probe
+  const auto network = load(kModels + "/probe.pt", "", true);
+  CHECK(network->optimised == optimises());
+  CHECK(load(kModels + "/many_stages_frozen_only.pt", "", true)->probe_result ==
+        (optimises() ? dermal::ProbeResult::none : dermal::ProbeResult::frozen_fallback));  // written without the writer: no probe
 }
 
 TEST_CASE("a file whose probe's logits or CAM map are perturbed is refused, naming the difference and the remedy") {
@@ -143,7 +153,7 @@ TEST_CASE("a file whose probe's logits or CAM map are perturbed is refused, nami
   CHECK(contains(message, "largest difference: logits 0.2"));  // the offset: a fifth of the logits' range
   CHECK(contains(message, "oneDNN ran with this CPU's"));
   CHECK(contains(message, "try setting ONEDNN_MAX_CPU_ISA=AVX2"));
-  CHECK(contains(message, kOptimises ? "neither the optimised nor the frozen graphs compute" : "the graphs do not compute"));
+  CHECK(contains(message, optimises() ? "neither the optimised nor the frozen graphs compute" : "the graphs do not compute"));
 
   const auto [cam_code, cam_message] = load_failure("probe_wrong_cam.pt");
   INFO(cam_message);
@@ -160,14 +170,10 @@ TEST_CASE("a file whose probe's logits or CAM map are perturbed is refused, nami
 
 TEST_CASE("optimised graphs that disagree with the probe are replaced by frozen ones that agree") {
   const dermal::LoadFaults wrong{/*optimised_graphs_wrong=*/true};
-  const auto network = dermal::load_network(kModels + "/probe.pt", "", true, wrong);
-  if (kOptimises) {
-    CHECK(network->probe_result == dermal::ProbeResult::frozen_fallback);
-    CHECK_FALSE(network->optimised);
-    for (const auto& graph : network->before) CHECK_FALSE(optimised(graph));
-  } else {  // nothing is optimised, so nothing is wrong
-    CHECK(network->probe_result == dermal::ProbeResult::passed);
-  }
+  const auto network = load(kModels + "/probe.pt", "", true, wrong);
+  CHECK(network->probe_result == dermal::ProbeResult::frozen_fallback);
+  CHECK_FALSE(network->optimised);
+  for (const auto& graph : network->before) CHECK_FALSE(optimised(graph));
   // A perturbed expectation is refused all the same: the frozen graphs disagree too.
   CHECK(load_failure("probe_wrong_logits.pt", wrong).first == dermal::ErrorCode::numerics_mismatch);
 }
@@ -180,17 +186,18 @@ TEST_CASE("a bfloat16 file's probe passes with the bfloat16 tolerance where bflo
     return;
   }
   CHECK(code == dermal::ErrorCode::ok);
-  CHECK(dermal::load_network(kModels + "/probe_bf16.pt", "", true)->probe_result == dermal::ProbeResult::passed);
+  CHECK(load(kModels + "/probe_bf16.pt", "", true)->probe_result == agreed());
 }
 
 TEST_CASE("a Model shows its probe's result, and refuses a file whose probe fails with numerics_mismatch") {
   dermal::Model model(kModels + "/probe.pt");
-  CHECK(model.probe_result() == dermal::ProbeResult::passed);
-  CHECK(std::string(dermal::probe_result_name(model.probe_result())) == "passed");
+  CHECK(model.probe_result() == agreed());
+  CHECK(std::string(dermal::probe_result_name(model.probe_result())) == dermal::probe_result_name(agreed()));
   model.unload();
   CHECK(model.probe_result() == dermal::ProbeResult::none);
-  CHECK(dermal::Model(kModels + "/tiny.pt").probe_result() == dermal::ProbeResult::passed);  // the writer adds one
-  CHECK(dermal::Model(kModels + "/many_stages_frozen_only.pt").probe_result() == dermal::ProbeResult::none);
+  CHECK(dermal::Model(kModels + "/tiny.pt").probe_result() == agreed());  // the writer adds one
+  CHECK(dermal::Model(kModels + "/many_stages_frozen_only.pt").probe_result() ==
+        (optimises() ? dermal::ProbeResult::none : dermal::ProbeResult::frozen_fallback));
   try {
     dermal::Model wrong(kModels + "/probe_wrong_logits.pt");
     FAIL("loaded");
@@ -198,4 +205,41 @@ TEST_CASE("a Model shows its probe's result, and refuses a file whose probe fail
     CHECK(e.code() == dermal::ErrorCode::numerics_mismatch);
     CHECK(std::string(dermal::error_code_name(e.code())) == "numerics_mismatch");
   }
+}
+
+TEST_CASE("oneDNN's ops check reports a child killed by SIGFPE, as the faulty oneDNN kills it") {
+  const dermal::OnednnOpsCheck crashed = dermal::check_onednn_ops(/*crash=*/true);
+  INFO(crashed.finding);
+  CHECK_FALSE(crashed.ran);
+  CHECK(crashed.finding == fmt::format("were killed by signal {} ({})", SIGFPE, strsignal(SIGFPE)));
+  INFO("this machine: " << dermal::onednn_ops_check().finding);
+  CHECK(dermal::onednn_ops_check().ran == (dermal::onednn_ops_check().finding == "ran"));
+}
+
+TEST_CASE("where oneDNN's ops crash, the frozen graphs are served, with or without a probe, and a wrong probe is still refused") {
+  const dermal::OnednnOpsCheck crashed = dermal::check_onednn_ops(/*crash=*/true);
+  for (const std::string file : {"probe.pt", "many_stages_frozen_only.pt"}) {
+    const auto network = dermal::load_network(kModels + "/" + file, "", true, &crashed);
+    CHECK(network->probe_result == dermal::ProbeResult::frozen_fallback);
+    CHECK_FALSE(network->optimised);
+    for (const auto& graph : network->before) CHECK_FALSE(optimised(graph));
+  }
+  try {
+    dermal::load_network(kModels + "/probe_wrong_logits.pt", "", true, &crashed);
+    FAIL("loaded");
+  } catch (const dermal::Error& e) {
+    CHECK(e.code() == dermal::ErrorCode::numerics_mismatch);
+    CHECK(contains(e.what(), "the graphs do not compute"));
+  }
+}
+
+TEST_CASE("with optimise off the graphs are frozen only, and a probe they compute passes") {
+  const auto network = dermal::load_network(kModels + "/probe.pt", "", true, /*onednn_ops=*/nullptr);
+  CHECK(network->probe_result == dermal::ProbeResult::passed);
+  CHECK_FALSE(network->optimised);
+  for (const auto& graph : network->before) CHECK_FALSE(optimised(graph));
+  check_logits(*dermal::load_network(kModels + "/many_stages.pt", "", false, nullptr));
+  dermal::LoadOptions options;
+  options.optimise = false;
+  CHECK(dermal::Model(kModels + "/probe.pt", options).probe_result() == dermal::ProbeResult::passed);
 }

@@ -17,8 +17,9 @@ packages=(
 # Debian 12 and 13 ship different versions of LibTorch, Catch2, fmt, Python and
 # clang; every name above is one both releases have (clang and libclang-rt-dev
 # pull the release's default clang, for the fuzz builds).
-# From Debian 13 (LibTorch 2.x) dermal runs frozen graphs without oneDNN's
-# rewrite, and LibTorch sends single-threaded 1x1 convolutions to the BLAS:
+# Under Debian 13's LibTorch 2.6, frozen graphs (the stages after the CAM
+# layer, and every stage where the optimised graphs are refused) send
+# single-threaded 1x1 convolutions to the BLAS:
 # with Debian's reference BLAS (libblas3) a reference-model Grad-CAM took
 # 1.1 s at 1 thread, with OpenBLAS 0.17 s. (Debian 12's optimised graphs run
 # on oneDNN; its OpenBLAS is left out, not measured there.)

@@ -136,6 +136,15 @@ struct LoadOptions {
   int threads = 1;            // LibTorch intra-op threads of each inference thread; the host's own stay as they are
   std::string cam_layer;      // empty: the description's cam_layer
   bool explain = true;        // false: no heatmaps ever (every stage optimised, less memory)
+  // false: the graphs are frozen but not optimised for inference (LibTorch's
+  // optimize_for_inference, oneDNN's rewrite); slower on most machines, for
+  // comparison or where that rewrite misbehaves in a way the load's checks
+  // miss. Where they catch it (the file's probe, or oneDNN's tensor ops
+  // crashing in a child process), the frozen graphs are served anyway and
+  // probe_result() says frozen_fallback. That child is forked once per
+  // process, at the first load that optimises, and reaped by the load (the
+  // host sees one SIGCHLD); false forks nothing.
+  bool optimise = true;
   DecodeOptions decode;       // limits applied to every photo
   // The model's own inference threads: at most this many predictions run at
   // once, and per-thread scratch memory exists only on them, so the peak is
@@ -249,7 +258,8 @@ MemoryStatus memory_status();
 enum class ProbeResult {
   none = 0,             // not loaded, or a file without a probe (older exports): not checked
   passed = 1,           // the graphs (optimised where dermal optimises) agree with the probe
-  frozen_fallback = 2,  // the optimised graphs disagreed, the frozen ones agree and are served (slower)
+  frozen_fallback = 2,  // the optimised graphs disagreed with the probe, or oneDNN's tensor ops crashed in the
+                        // load's check (files without a probe too): the frozen graphs are served (slower)
 };
 // "none", "passed", "frozen_fallback".
 const char* probe_result_name(ProbeResult result);

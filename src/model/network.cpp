@@ -39,13 +39,6 @@ constexpr int kProbeFormat = 1;
 // on stderr (as LibTorch's own warnings go), no state changed.
 void warn(const std::string& message) { fmt::print(stderr, "dermal: warning: {}\n", message); }
 
-// Under LibTorch 2.x (Debian 13's 2.6) the network is frozen, not optimised:
-// there the rewrite was no faster than the frozen graph, and on the
-// project's machine it killed the process (SIGFPE in oneDNN's add of
-// ResNet-50's residuals, at every ISA cap), which no probe can catch
-// (figures: docs/debian.md). 1.13 keeps both.
-constexpr bool kOptimiseForInference = TORCH_VERSION_MAJOR < 2;
-
 torch::jit::Module submodule(const torch::jit::Module& root, const std::string& dotted_path) {
   torch::jit::Module module = root;
   std::size_t start = 0;
@@ -113,7 +106,7 @@ struct Run {
 std::vector<Run> runs_of(const ModelDescription& d, std::size_t first, std::size_t end, bool optimise) {
   std::vector<Run> runs;
   for (std::size_t i = first; i < end; ++i) {
-    const bool optimised = kOptimiseForInference && optimise &&
+    const bool optimised = optimise &&
                            std::find(d.frozen_only.begin(), d.frozen_only.end(), d.stages[i]) == d.frozen_only.end();
     if (runs.empty() || runs.back().optimised != optimised) runs.push_back({i, i, optimised});
     runs.back().end = i + 1;
@@ -542,13 +535,21 @@ Prepared prepare(const std::string& path, const std::string& cam_layer, bool exp
 }  // namespace
 
 std::shared_ptr<const Network> load_network(const std::string& path, const std::string& cam_layer, bool explain,
-                                            const LoadFaults& faults) {
-  Prepared prepared = prepare(path, cam_layer, explain, /*optimise=*/true, faults);
+                                            const OnednnOpsCheck* onednn_ops, const LoadFaults& faults) {
+  const bool ops_failed = onednn_ops && !onednn_ops->ran;
+  Prepared prepared = prepare(path, cam_layer, explain, onednn_ops && onednn_ops->ran, faults);
   if (!prepared.network->description.resample)  // a file from before "resample": loaded, saying how to get PIL's resize
     warn(fmt::format("\"{}\" has no input.resample in its description (written before it existed), so photos are "
                      "resized with a float bilinear filter that is not PIL's Image.resize; to resize as the app's PIL "
                      "code does, export it again with python3 -m dermal.convert torchvision (or keras) --resample FILTER",
                      path));
+  if (ops_failed && (!prepared.probe || prepared.comparison.agrees())) {
+    prepared.network->probe_result = ProbeResult::frozen_fallback;
+    warn(fmt::format("\"{}\": oneDNN's tensor ops, which optimised graphs run, {} in a child process on this CPU's "
+                     "{}; serving the frozen graphs (slower)",
+                     path, onednn_ops->finding, onednn_cpu_features()));
+    return prepared.network;
+  }
   if (!prepared.probe) return prepared.network;
   if (prepared.comparison.agrees()) {
     prepared.network->probe_result = ProbeResult::passed;

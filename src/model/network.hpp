@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dermal/dermal.hpp"
+#include "model/onednn_ops_check.hpp"
 
 namespace dermal {
 
@@ -19,9 +20,10 @@ namespace dermal {
 // one frozen graph, so a gradient can flow back to the CAM layer's output.
 // Stages listed in the description's frozen_only split the first graph:
 // they run as frozen graphs of their own between optimised ones. With
-// explain off, the whole network is one optimised graph. Under LibTorch 2.x
-// nothing is optimised (network.cpp says why). The graphs hold the only copy
-// of the weights. Immutable once loaded: shared by requests.
+// explain off, the whole network is one optimised graph. Nothing is
+// optimised when the host asks so (LoadOptions::optimise) or where oneDNN's
+// tensor ops crash (onednn_ops_check.hpp). The graphs hold the only copy of
+// the weights. Immutable once loaded: shared by requests.
 
 // What one part of a load cost: wall time, and the minor page faults of the
 // whole process meanwhile (first touches of fresh memory, which set much of
@@ -83,14 +85,18 @@ struct LoadFaults {
 };
 
 // Reads, checks and prepares a model file; `cam_layer` empty means the
-// description's. With explain off every stage is optimised. A file with a
-// probe (dermal_probe.json, dermal_probe.png) has it run through the graphs:
-// if the optimised graphs disagree and frozen ones agree, those are loaded
-// instead (probe_result frozen_fallback, one line on stderr). Throws
-// Error(io, invalid_model, unknown_layer, numerics_mismatch); LibTorch
-// failures propagate.
+// description's. With explain off every stage is optimised. `onednn_ops` is
+// the process's check of oneDNN's tensor ops (null: nothing is optimised, as
+// LoadOptions::optimise false asks); where they failed, frozen graphs are
+// loaded (probe_result frozen_fallback unless the probe refuses those too,
+// one line on stderr). A file with a probe
+// (dermal_probe.json, dermal_probe.png) has it run through the graphs: if the
+// optimised graphs disagree and frozen ones agree, those are loaded instead
+// (probe_result frozen_fallback, one line on stderr). Throws Error(io,
+// invalid_model, unknown_layer, numerics_mismatch); LibTorch failures
+// propagate.
 std::shared_ptr<const Network> load_network(const std::string& path, const std::string& cam_layer, bool explain,
-                                            const LoadFaults& faults = {});
+                                            const OnednnOpsCheck* onednn_ops, const LoadFaults& faults = {});
 
 // The tolerance of the probe's comparison, as a fraction of the expected
 // values' range: float32 graphs on other kernels (oneDNN's, ATen's) than the

@@ -63,7 +63,7 @@ extern "C" {
 
 /* Bumped whenever a signature, a name or an enum value changes; the Python
  * binding refuses a library whose dermal_abi_version() differs. */
-#define DERMAL_ABI_VERSION 4
+#define DERMAL_ABI_VERSION 5
 
 /* The numbers equal dermal::ErrorCode's; they never change, new ones go last. */
 typedef enum dermal_status {
@@ -118,6 +118,10 @@ DERMAL_API dermal_status dermal_load_options_set_threads(dermal_load_options* op
 DERMAL_API dermal_status dermal_load_options_set_preload(dermal_load_options* options, int preload);
 /* 0: predictions never compute heatmaps (every stage optimised, less memory). */
 DERMAL_API dermal_status dermal_load_options_set_explain(dermal_load_options* options, int explain);
+/* Non-zero (the default): graphs optimised for inference where the load's
+ * checks pass (else frozen ones, and dermal_model_probe_result says
+ * "frozen_fallback"); 0: frozen graphs only, slower on most machines. */
+DERMAL_API dermal_status dermal_load_options_set_optimise(dermal_load_options* options, int optimise);
 /* The stage whose output the heatmaps explain; NULL or "" for the model's own. */
 DERMAL_API dermal_status dermal_load_options_set_cam_layer(dermal_load_options* options, const char* layer);
 /* Photos with more pixels than this are refused before decoding. */
@@ -215,8 +219,9 @@ DERMAL_API dermal_status dermal_model_label_count(const dermal_model* model, siz
 DERMAL_API dermal_status dermal_model_label(const dermal_model* model, size_t index, const char** label);
 /* What the load found when it ran the file's probe through the graphs (a
  * static string): "none" (not loaded, or a file without a probe),
- * "passed", or "frozen_fallback" (the optimised graphs disagreed, the
- * frozen ones agree and are served, slower). */
+ * "passed", or "frozen_fallback" (the optimised graphs disagreed with the
+ * probe, or oneDNN's tensor ops crashed in the load's check, files without
+ * a probe included: the frozen graphs are served, slower). */
 DERMAL_API dermal_status dermal_model_probe_result(const dermal_model* model, const char** result);
 
 /* ---- Result ----------------------------------------------------------- */

@@ -324,8 +324,11 @@ class Model:
     intra-op thread count on each of the model's inference threads (the
     host's own LibTorch settings are left alone); cam_layer=None
     explains the model's own CAM layer; explain=False never computes heatmaps
-    (less memory); photos with more than max_pixels pixels are refused before
-    decoding. The model runs predictions on max_concurrent inference threads
+    (less memory); optimise=False serves frozen graphs only, not optimised
+    for inference (slower on most machines; where the load's checks find the
+    optimised graphs wrong or crashing, frozen ones are served anyway and
+    probe_result says "frozen_fallback"); photos with more than max_pixels
+    pixels are refused before decoding. The model runs predictions on max_concurrent inference threads
     of its own, whatever the number of calling threads; a prediction no
     inference thread has taken within queue_timeout_ms raises Busy. A model
     loaded before os.fork() serves in the children, sharing its weights.
@@ -343,7 +346,7 @@ class Model:
     """
 
     def __init__(self, path: PathLike, *, preload: bool = True, threads: int = 1, cam_layer: Optional[str] = None,
-                 explain: bool = True, max_pixels: int = 40_000_000, max_concurrent: int = 1,
+                 explain: bool = True, optimise: bool = True, max_pixels: int = 40_000_000, max_concurrent: int = 1,
                  queue_timeout_ms: int = 30_000, tune_allocator: bool = False,
                  release_memory_after_predict: bool = True) -> None:
         self._handle: Optional[int] = None
@@ -359,6 +362,7 @@ class Model:
             try:
                 _set_each(options, "dermal_load_options_set_", (
                     ("threads", threads), ("preload", bool(preload)), ("explain", bool(explain)),
+                    ("optimise", bool(optimise)),
                     ("cam_layer", None if cam_layer is None else _text("cam_layer", cam_layer)),
                     ("max_pixels", max_pixels), ("max_concurrent", max_concurrent),
                     ("queue_timeout_ms", queue_timeout_ms), ("tune_allocator", bool(tune_allocator)),
@@ -469,8 +473,9 @@ class Model:
     def probe_result(self) -> str:
         """What the load found when it ran the file's probe through the graphs:
         "none" (not loaded or closed, or a file without a probe), "passed", or
-        "frozen_fallback" (the optimised graphs disagreed; the frozen ones agree
-        and are served, slower)."""
+        "frozen_fallback" (the optimised graphs disagreed with the probe, or
+        oneDNN's tensor ops crashed in the load's check, files without a probe
+        included: the frozen graphs are served, slower)."""
         name = c_char_p()
         try:
             self._call(lib.dermal_model_probe_result, byref(name))

@@ -15,7 +15,7 @@ import os
 from ctypes import POINTER, c_char_p, c_float, c_int, c_size_t, c_uint64, c_void_p
 from typing import Any
 
-ABI_VERSION = 4  # the DERMAL_ABI_VERSION this package was written for
+ABI_VERSION = 5  # the DERMAL_ABI_VERSION this package was written for
 
 c_status = object()  # a restype marker: a dermal_status (int), non-zero raises StatusError
 c_handle = c_void_p  # every opaque dermal_* handle
@@ -97,6 +97,8 @@ def open_library(path: str) -> Any:
     declare("dermal_load_options_set_preload", c_status, c_handle, c_int)
     # dermal_status dermal_load_options_set_explain(dermal_load_options* options, int explain);
     declare("dermal_load_options_set_explain", c_status, c_handle, c_int)
+    # dermal_status dermal_load_options_set_optimise(dermal_load_options* options, int optimise);
+    declare("dermal_load_options_set_optimise", c_status, c_handle, c_int)
     # dermal_status dermal_load_options_set_cam_layer(dermal_load_options* options, const char* layer);
     declare("dermal_load_options_set_cam_layer", c_status, c_handle, c_char_p)
     # dermal_status dermal_load_options_set_max_pixels(dermal_load_options* options, uint64_t max_pixels);

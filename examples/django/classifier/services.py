@@ -41,6 +41,7 @@ def model():
             started = time.monotonic()
             try:
                 _model = dermal.Model(c["model"], preload=c["preload"], threads=c["threads"], explain=c["explain"],
+                                      optimise=c["optimise"],
                                       max_pixels=c["max_pixels"], max_concurrent=c["max_concurrent"],
                                       queue_timeout_ms=c["queue_timeout_ms"], tune_allocator=c["tune_allocator"],
                                       release_memory_after_predict=c["release_memory_after_predict"])

@@ -57,6 +57,9 @@ DERMAL = {
     "model": _env("DERMAL_MODEL", str(DEMO_MODEL)),
     "preload": _env_bool("DERMAL_PRELOAD", True),
     "explain": _env_bool("DERMAL_EXPLAIN", True),
+    # 0: frozen graphs only (slower); /health's probe_result says whether
+    # the optimised ones were refused on this machine anyway.
+    "optimise": _env_bool("DERMAL_OPTIMISE", True),
     # Off: Score-CAM costs one forward per CAM-layer channel, minutes and
     # nearly all of a 512 MB worker for one request on a real network
     # (benchmarks/results/cam-methods.md). On only where the model is small.

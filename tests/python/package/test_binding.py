@@ -296,12 +296,21 @@ def test_each_failure_raises_its_exception(dermal, model, photo, case):
     assert caught.value.status == expected.status and caught.value.status_name
 
 
-def test_the_probe_result_is_visible(dermal):
+def test_the_probe_result_is_visible(dermal, agreed_probe_result):
     with dermal.Model(os.path.join(MODELS, "probe.pt")) as probed:
-        assert probed.probe_result == "passed"
+        assert probed.probe_result == agreed_probe_result
         probed.unload()
         assert probed.probe_result == "none"
     assert probed.probe_result == "none"  # closed
+
+
+def test_optimise_off_serves_frozen_graphs_that_pass_the_probe_and_predict_alike(dermal, photo):
+    path = os.path.join(MODELS, "probe.pt")
+    with dermal.Model(path, optimise=False) as frozen, dermal.Model(path) as default:
+        assert frozen.probe_result == "passed"
+        a, b = frozen.predict(photo, overlay=False), default.predict(photo, overlay=False)
+        assert a.top[0].label == b.top[0].label
+        assert max(abs(a.probabilities[label] - b.probabilities[label]) for label in a.probabilities) < 1e-4
 
 
 # ---- caching -------------------------------------------------------------------------------
@@ -428,7 +437,7 @@ def test_versions_and_memory_status(dermal):
         cmake_version = re.search(r"project\(dermal VERSION ([0-9.]+)", file.read()).group(1)
     assert dermal.library_version() == cmake_version
     assert re.fullmatch(r"\d+\.\d+\.\d+", dermal.__version__)
-    assert dermal.ABI_VERSION == 4
+    assert dermal.ABI_VERSION == 5
 
 
 def test_a_library_with_another_abi_version_is_refused(dermal, monkeypatch):

@@ -68,9 +68,15 @@ def load_and_predict(path):
     return result.stderr
 
 
+def resample_warnings(stderr):
+    """The lines warning of a missing input.resample (a machine whose oneDNN
+    ops crash adds a warning of its own, numerics-probe.md)."""
+    return [line for line in stderr.splitlines() if line.startswith(WARNING) and "input.resample" in line]
+
+
 def test_a_file_without_resample_warns_once_naming_it_and_the_command(files):
     stderr = load_and_predict(files["without_resample"])
-    warnings = [line for line in stderr.splitlines() if line.startswith(WARNING)]
+    warnings = resample_warnings(stderr)
     print("\n".join(warnings))
     assert len(warnings) == 1, stderr
     assert f'"{files["without_resample"]}" has no input.resample' in warnings[0]
@@ -78,7 +84,7 @@ def test_a_file_without_resample_warns_once_naming_it_and_the_command(files):
 
 
 def test_a_file_with_resample_loads_without_a_warning(files):
-    assert WARNING not in load_and_predict(files["with_resample"])
+    assert resample_warnings(load_and_predict(files["with_resample"])) == []
 
 
 @pytest.mark.parametrize("name, words", [

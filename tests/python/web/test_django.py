@@ -53,7 +53,7 @@ from dermal_site import settings as site_settings  # noqa: E402
 
 LABELS = ["melanoma", "nevus", "vascular"]
 BASE = {
-    "model": DEMO_MODEL, "preload": True, "explain": True, "scorecam": False, "threads": 1,
+    "model": DEMO_MODEL, "preload": True, "explain": True, "optimise": True, "scorecam": False, "threads": 1,
     "max_concurrent": 1, "queue_timeout_ms": 200, "tune_allocator": False, "release_memory_after_predict": True,
     "max_upload_bytes": 2 * 1024 * 1024,
     "max_pixels": 40_000_000, "image_types": ("jpeg", "png", "bmp"),
@@ -360,11 +360,11 @@ def test_a_model_failing_its_numerics_probe_is_503_and_reported_by_health(config
 
 # --- health and memory -----------------------------------------------------------------
 
-def test_health_with_preload(client):
+def test_health_with_preload(client, agreed_probe_result):
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "model": "demo-model.pt", "model_loaded": True,
-                               "probe_result": "passed", "preload": True, "explain": True,
+                               "probe_result": agreed_probe_result, "preload": True, "explain": True,
                                "version": dermal.library_version()}
 
 

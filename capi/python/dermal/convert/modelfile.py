@@ -56,7 +56,7 @@ def run_stages(module, stages, x):
     """The forward of a dermal model, stage by stage (what the library does,
     with TorchScript's executor optimisations off under torch 2.x: its NNC
     fusion turns EfficientNetV2-S's output into NaN there)."""
-    with torch.jit.optimized_execution(optimises_for_inference(torch.__version__)):
+    with torch.jit.optimized_execution(runs_onednn_rewrite(torch.__version__)):
         for name in stages:
             x = submodule(module, name)(x)
     return x
@@ -101,11 +101,14 @@ def onednn_allows_bfloat16(max_cpu_isa=None):
     return max_cpu_isa.upper() not in ISA_CAPS_WITHOUT_BFLOAT16
 
 
-def optimises_for_inference(torch_version):
-    """Whether the library built on this torch version optimises stages for
-    inference: not from 2.0 on. Under Debian 13's 2.6 the rewrite was no
-    faster than the frozen graph and crashed (SIGFPE) in oneDNN's add of
-    ResNet's residuals on the project's machine (docs/debian.md)."""
+def runs_onednn_rewrite(torch_version):
+    """Whether the Python tools run torch's optimize_for_inference (oneDNN's
+    rewrite) and TorchScript's executor optimisations themselves: under torch
+    1.x only. Under Debian 13's 2.6 the rewrite killed the process (SIGFPE in
+    oneDNN's add) on the project's machine, and the executor's NNC fusion
+    turned EfficientNetV2-S's output into NaN; there the library alone
+    decides, checking oneDNN's ops in a child process and the file's probe
+    at each load (docs/numerics-probe.md)."""
     return int(torch_version.split(".")[0]) < 2
 
 
@@ -113,11 +116,11 @@ def stages_wrongly_optimised(scripted, stages, x):
     """The stages whose torch.jit.optimize_for_inference form does not compute
     what their frozen form does on `x` (LibTorch 1.13's oneDNN rewrite is
     wrong for some layers, e.g. MobileNetV3's squeeze-excitation blocks).
-    The library leaves these stages frozen only. Under a torch that does not
-    run that rewrite (see optimises_for_inference) none is listed: the file's
-    probe then makes a library that optimises fall back to the frozen graphs
-    where the optimised ones disagree."""
-    if not optimises_for_inference(torch.__version__):
+    The library leaves these stages frozen only. Under a torch whose rewrite
+    the tools do not run (see runs_onednn_rewrite) none is listed: the file's
+    probe then makes the library fall back to the frozen graphs where the
+    optimised ones disagree."""
+    if not runs_onednn_rewrite(torch.__version__):
         return []
     wrong = []
     with torch.no_grad():

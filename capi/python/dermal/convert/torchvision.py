@@ -267,13 +267,14 @@ def to_bfloat16_before(model, stages, cam_layer):
 
 def top1_agreement(float32_model, reduced_model, count, size):
     """(agreeing, source): on how many of `count` generated photos the two
-    networks, prepared and run as dermal does on this torch, rank the same class first."""
+    networks, frozen (and optimised under torch 1.x, as the library does where
+    the load's checks pass), rank the same class first."""
     images, source = calibration_images(AGREEMENT_SEED, count, size)
     optimised = [torch.jit.freeze(torch.jit.script(m.eval())) for m in (float32_model, reduced_model)]
-    if modelfile.optimises_for_inference(torch.__version__):
+    if modelfile.runs_onednn_rewrite(torch.__version__):
         optimised = [torch.jit.optimize_for_inference(m) for m in optimised]
     agreeing = 0
-    with torch.inference_mode(), torch.jit.optimized_execution(modelfile.optimises_for_inference(torch.__version__)):
+    with torch.inference_mode(), torch.jit.optimized_execution(modelfile.runs_onednn_rewrite(torch.__version__)):
         for start in range(0, count, CALIBRATION_BATCH):
             x = normalize(images[start:start + CALIBRATION_BATCH])
             first, second = (m(x).argmax(1) for m in optimised)
