@@ -139,12 +139,13 @@ struct LoadOptions {
   // false: the graphs are frozen but not optimised for inference (LibTorch's
   // optimize_for_inference, oneDNN's rewrite); slower on most machines
   // (reference model, 1 thread: 105 -> 989 ms on Debian 12, whose frozen
-  // 1x1 convolutions go to the reference BLAS; README), for comparison or
-  // where that rewrite misbehaves in a way the load's checks miss. Where they catch it (the file's probe, or oneDNN's tensor ops
-  // crashing in a child process), the frozen graphs are served anyway and
-  // probe_result() says frozen_fallback. That child is forked once per
-  // process, at the first load that optimises, and reaped by the load (the
-  // host sees one SIGCHLD); false forks nothing.
+  // 1x1 convolutions go to the reference BLAS; benchmarks/results/
+  // releases.md), for comparison or where that rewrite misbehaves in a way
+  // the load's checks miss. Where they catch it (the file's probe, or
+  // oneDNN's tensor ops crashing in a child process), the frozen graphs are
+  // served anyway and probe_result() says frozen_fallback. That child is
+  // forked once per process, at the first load that optimises, and reaped by
+  // the load (the host sees one SIGCHLD); false forks nothing.
   bool optimise = true;
   DecodeOptions decode;       // limits applied to every photo
   // The model's own inference threads: at most this many predictions run at

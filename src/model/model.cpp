@@ -118,12 +118,10 @@ struct Model::Impl {
   int load_count = 0;
   InferenceThreads threads;                // last: joined before the rest is destroyed
 
-  // The process's check of oneDNN's tensor ops, made before a load that
-  // optimises is handed to the inference threads: its fork() must not come
-  // from one of them (onednn_ops_check.hpp).
-  void check_onednn_ops_on_host() const {
-    if (options.optimise) onednn_ops_check();
-  }
+  // The process's check of oneDNN's tensor ops when this model optimises,
+  // else null. Its first call forks, so a host-facing call makes it before a
+  // load is handed to the inference threads (onednn_ops_check.hpp).
+  const OnednnOpsCheck* onednn_ops() const { return options.optimise ? &onednn_ops_check() : nullptr; }
 
   // The loaded network, loading it first if needed.
   std::shared_ptr<const Network> acquire() {
@@ -133,8 +131,7 @@ struct Model::Impl {
       {
         LoadingAllocatorSettings allocator(options.tune_allocator);
         network = translate_failures("loading the model", [&] {
-          return load_network(path, options.cam_layer, options.explain,
-                              options.optimise ? &onednn_ops_check() : nullptr);
+          return load_network(path, options.cam_layer, options.explain, onednn_ops());
         });
       }
       if (labels.empty()) labels = network->description.labels;  // never changes again: references stay valid
@@ -154,7 +151,7 @@ struct Model::Impl {
       std::lock_guard<std::mutex> lock(mutex);
       if (network) return network;
     }
-    check_onednn_ops_on_host();
+    onednn_ops();  // here, not on an inference thread
     std::shared_ptr<const Network> loaded;
     threads.run([&] { loaded = acquire(); });
     return loaded;
@@ -168,7 +165,7 @@ struct Model::Impl {
     if (explain && !options.explain)
       throw Error(ErrorCode::explain_disabled, "explain was switched off when this model was loaded");
     Prediction prediction;
-    check_onednn_ops_on_host();  // in case this request loads the model
+    onednn_ops();  // here, not on an inference thread, in case this request loads the model
     threads.run([&] {
       use_threads_on_this_thread(options.threads);
       prediction = predict_photo(*acquire(), decode(), predict_options, explain);

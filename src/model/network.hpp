@@ -89,12 +89,11 @@ struct LoadFaults {
 // the process's check of oneDNN's tensor ops (null: nothing is optimised, as
 // LoadOptions::optimise false asks); where they failed, frozen graphs are
 // loaded (probe_result frozen_fallback unless the probe refuses those too,
-// one line on stderr). A file with a probe
-// (dermal_probe.json, dermal_probe.png) has it run through the graphs: if the
-// optimised graphs disagree and frozen ones agree, those are loaded instead
-// (probe_result frozen_fallback, one line on stderr). Throws Error(io,
-// invalid_model, unknown_layer, numerics_mismatch); LibTorch failures
-// propagate.
+// one line on stderr). A file with a probe (dermal_probe.json,
+// dermal_probe.png) has it run through the graphs: if the optimised graphs
+// disagree and frozen ones agree, those are loaded instead (probe_result
+// frozen_fallback, one line on stderr). Throws Error(io, invalid_model,
+// unknown_layer, numerics_mismatch); LibTorch failures propagate.
 std::shared_ptr<const Network> load_network(const std::string& path, const std::string& cam_layer, bool explain,
                                             const OnednnOpsCheck* onednn_ops, const LoadFaults& faults = {});
 

@@ -14,14 +14,15 @@ namespace dermal {
 // to_dense) first run in a child process.
 struct OnednnOpsCheck {
   bool ran = false;     // the child finished the ops
-  std::string finding;  // what happened to the child, for messages ("ran", "was killed by SIGFPE (...)", ...)
+  std::string finding;  // what happened to the child, for messages ("ran", "were killed by signal 8 (...)", ...)
 };
 
-// The process's check: the first call forks a child (taking ~0.1 s), later
-// calls return its result. fork() waits for every model's requests and
-// locks (model.cpp's fork handlers), so the first call must come from a
-// thread that holds no model's lock and is not an inference thread: Model
-// makes it on the host's thread before it hands a load to its threads.
+// The process's check: the first call forks a child (~0.1 s,
+// docs/numerics-probe.md), later calls return its result. fork() waits for
+// every model's requests and locks (model.cpp's fork handlers), so the first
+// call must come from a thread that holds no model's lock and is not an
+// inference thread: Model makes it on the host's thread before it hands a
+// load to its threads.
 const OnednnOpsCheck& onednn_ops_check();
 
 // The check itself, anew each call. `crash` (tests only): the child raises

@@ -328,9 +328,10 @@ class Model:
     for inference (slower on most machines; where the load's checks find the
     optimised graphs wrong or crashing, frozen ones are served anyway and
     probe_result says "frozen_fallback"); photos with more than max_pixels
-    pixels are refused before decoding. The model runs predictions on max_concurrent inference threads
-    of its own, whatever the number of calling threads; a prediction no
-    inference thread has taken within queue_timeout_ms raises Busy. A model
+    pixels are refused before decoding. The model runs predictions on
+    max_concurrent inference threads of its own, whatever the number of
+    calling threads; a prediction no inference thread has taken within
+    queue_timeout_ms raises Busy. A model
     loaded before os.fork() serves in the children, sharing its weights.
     tune_allocator=True changes glibc's malloc thresholds for the whole
     process (a lower load peak, and faster requests where page faults are
